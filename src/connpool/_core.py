@@ -1,0 +1,560 @@
+"""The pool core: every rule of connpool, as a pure state machine.
+
+Design
+======
+
+This module decides; it never acts.  It holds no locks, reads no clock,
+performs no I/O, imports no runtime and never calls user code.  The drivers
+(:mod:`connpool._sync` for threading/gevent/eventlet and
+:mod:`connpool._async` for asyncio/trio) call its methods with the current
+time, under their lock where the runtime needs one, and carry out what the
+answer says: hand a connection to a caller, wake a waiter, open or close
+connections in the background.  Because the core is pure, all policy is
+tested without a runtime (``tests/core``), including a hypothesis state
+machine that checks the invariants below after every step.
+
+Vocabulary
+----------
+
+*record*
+    A :class:`Record` wraps one open connection with its bookkeeping
+    (creation time, last return, checkout count, lifetime deadline, drain
+    generation).
+*idle*
+    Records ready to be handed out, in a deque (LIFO or FIFO reuse).
+*busy*
+    Records checked out, keyed by ``id(conn)``, so that ``checkin`` can tell
+    a connection of this pool from a foreign or already-returned object.
+*ticket*
+    A :class:`Ticket` stands for one caller waiting in ``acquire``.  Tickets
+    queue in FIFO order.  A ticket is WAITING, then exactly one of SERVED
+    (a connection was handed to it), ABANDONED (its caller gave up) or FAILED
+    (the pool closed).  The driver attaches a *waker* (a scheduler event) that
+    it sets when a method returns the ticket.
+*connecting*
+    The number of connection attempts in flight.  The core reserves a slot
+    when it asks for a connect (:meth:`Core.plan_connects`) and frees it when
+    the driver reports the outcome, so concurrent connects are bounded and
+    never overshoot the size limits.
+*to_close*
+    An outbox of records the driver must close (in the background).  Methods
+    append to it instead of returning lists, so that the hot paths allocate
+    nothing; drivers drain it after each call when it is not empty.
+
+Rules
+-----
+
+1. **Direct hand-off, FIFO.**  A connection that becomes available (returned,
+   newly opened, or given back by an abandoned ticket) goes to the oldest
+   WAITING ticket if there is one, else to idle.  ``checkout`` only looks at
+   idle, and idle is empty whenever a ticket waits, so a newcomer never
+   overtakes a waiter.
+2. **Nothing is lost on abandon.**  When a caller's wait ends without a
+   connection (timeout, cancellation, ``gevent.Timeout``, ...), the driver
+   calls :meth:`Core.abandon`.  If the ticket was SERVED in the meantime --
+   the hand-off raced the timeout -- the connection is taken back and handed
+   to the next waiter (psycopg_pool's accept/reject handshake as one pure
+   transition).
+3. **Lost capacity is refilled at once.**  Every path that removes a record
+   (discard, failed check, retirement, failed connect) leaves the waiters in
+   place, and the driver then calls :meth:`Core.plan_connects`, which asks
+   for as many connects as waiters and ``min_size`` need within the limits.
+   No waiter is stranded while the pool has room.
+4. **Limits.**  Normally ``size + connecting <= max_size``; while callers wait
+   the pool may grow to ``burst_limit``.  A record returned while the pool is
+   above ``max_size`` and nobody waits is closed.
+5. **Retirement.**  A record is closed instead of reused when it was
+   discarded, the pool is closed, it predates the last ``drain``, it reached
+   ``max_uses``, or its jittered ``max_lifetime`` deadline passed.
+
+Invariants (checked by ``tests/core/test_core_stateful.py``)
+------------------------------------------------------------
+
+* ``size == len(idle) + len(busy)`` and ``size + connecting <= burst cap``.
+* No ticket is WAITING while a record is idle.
+* ``waiting`` equals the number of WAITING tickets in the queue.
+* Every record ever created is exactly one of: idle, busy, or handed to the
+  driver to close.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from ._errors import PoolClosed, PoolTimeout, TooManyWaiters
+
+__all__ = ["WAITING", "SERVED", "ABANDONED", "FAILED", "Core", "Record", "Samples", "Ticket"]
+
+WAITING: Final = 0
+SERVED: Final = 1
+ABANDONED: Final = 2
+FAILED: Final = 3
+
+
+class Record:
+    """One open connection and its bookkeeping."""
+
+    __slots__ = (
+        "checked_out",
+        "conn",
+        "created",
+        "expires",
+        "generation",
+        "holder",
+        "leaked",
+        "returned",
+        "returning",
+        "uses",
+    )
+
+    def __init__(self, conn: Any, now: float, generation: int, expires: float) -> None:
+        self.conn = conn
+        self.created = now
+        self.returned = now  # when it last became idle (or was created)
+        self.checked_out = now  # when it was last handed out
+        self.uses = 0
+        self.expires = expires  # lifetime deadline (math.inf: none)
+        self.generation = generation
+        self.returning = False  # given back, waiting for its reset hook
+        self.holder: object = None  # who holds it (leak reports); set by drivers
+        self.leaked = False
+
+    def __repr__(self) -> str:
+        return f"<Record {self.conn!r} uses={self.uses}>"
+
+
+class Ticket:
+    """A caller waiting for a connection."""
+
+    __slots__ = ("error", "record", "since", "state", "waker")
+
+    def __init__(self, waker: Any, now: float) -> None:
+        self.state: int = WAITING
+        self.record: Record | None = None
+        self.error: BaseException | None = None
+        self.waker = waker
+        self.since = now
+
+
+class Samples:
+    """The last ``size`` values of a measurement, for percentiles (``size`` a power of two)."""
+
+    __slots__ = ("_mask", "count", "max", "values")
+
+    def __init__(self, size: int = 1024) -> None:
+        self.values = [0.0] * size
+        self._mask = size - 1
+        self.count = 0
+        self.max = 0.0
+
+    def add(self, value: float) -> None:
+        self.values[self.count & self._mask] = value
+        self.count += 1
+        if value > self.max:
+            self.max = value
+
+    def percentile(self, q: float) -> float:
+        """The ``q`` quantile (0..1) of the retained values; 0.0 when empty."""
+        n = min(self.count, len(self.values))
+        if not n:
+            return 0.0
+        ordered = sorted(self.values[:n])
+        return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
+
+
+def validate_sizes(min_size: Any, max_size: Any, burst_limit: Any) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the parameter unless the sizes make sense."""
+    for pname, value in (("min_size", min_size), ("max_size", max_size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{pname} must be an int, got {type(value).__name__}")
+    if max_size < 1:
+        raise ValueError(f"max_size must be at least 1, got {max_size}")
+    if min_size < 0:
+        raise ValueError(f"min_size must be 0 or more, got {min_size}")
+    if min_size > max_size:
+        raise ValueError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
+    if burst_limit is not None:
+        if isinstance(burst_limit, bool) or not isinstance(burst_limit, int):
+            raise TypeError(f"burst_limit must be an int or None, got {type(burst_limit).__name__}")
+        if burst_limit < max_size:
+            raise ValueError(f"burst_limit ({burst_limit}) must be None or at least max_size ({max_size})")
+
+
+class Core:
+    """The pool's state and rules; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        min_size: int = 0,
+        max_size: int = 10,
+        burst_limit: int | None = None,
+        max_waiting: int = 0,
+        lifo: bool = True,
+        max_connecting: int = 4,
+        max_uses: int | None = None,
+        max_lifetime: float | None = None,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 5.0,
+        rng: Callable[[], float] | None = None,
+    ) -> None:
+        validate_sizes(min_size, max_size, burst_limit)
+        self.min_size = min_size
+        self.max_size = max_size
+        self.burst_limit = burst_limit
+        self.max_waiting = max_waiting
+        self.lifo = lifo
+        self.max_connecting = max_connecting
+        self.max_uses = max_uses
+        self.max_lifetime = max_lifetime
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        if rng is None:
+            import random
+
+            rng = random.random
+        self._rng = rng
+
+        self.idle: deque[Record] = deque()
+        self.busy: dict[int, Record] = {}
+        self.waiters: deque[Ticket] = deque()
+        self.waiting = 0
+        self.connecting = 0
+        self.to_close: list[Record] = []
+        self.closed = False
+        self.generation = 0
+
+        # health of the connect path
+        self.failures = 0  # consecutive failed connects (0 after a success)
+        self.last_error: BaseException | None = None
+
+        # counters
+        self.acquired = 0
+        self.timeouts = 0
+        self.connects = 0
+        self.connect_errors = 0
+        self.closed_count = 0
+        self.discarded = 0
+        self.leaks = 0
+        self.wait_times = Samples()
+        self.use_times = Samples()
+        self.connect_times = Samples(256)
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def size(self) -> int:
+        """Open connections: idle plus checked out."""
+        return len(self.idle) + len(self.busy)
+
+    @property
+    def cap(self) -> int:
+        """The size the pool may reach right now: ``burst_limit`` while callers wait."""
+        if self.waiting and self.burst_limit is not None:
+            return self.burst_limit
+        return self.max_size
+
+    # ----------------------------------------------------------- checkout
+
+    def checkout(self, now: float) -> Record | None:
+        """The fast path: an idle record handed out at once, or ``None``.
+
+        Raises :class:`PoolClosed` if the pool is closed.  Expired idle
+        records met on the way are retired (appended to ``to_close``).
+        """
+        if self.closed:
+            raise PoolClosed("the pool is closed")
+        idle = self.idle
+        while idle:
+            rec = idle.pop() if self.lifo else idle.popleft()
+            if rec.expires <= now:
+                self._retire(rec)
+                continue
+            self.busy[id(rec.conn)] = rec
+            rec.uses += 1
+            rec.checked_out = now
+            self.acquired += 1
+            self.wait_times.add(0.0)
+            return rec
+        return None
+
+    def enqueue(self, now: float, waker: Any) -> Ticket:
+        """Queue a caller that found no idle connection.
+
+        Raises :class:`TooManyWaiters` when ``max_waiting`` callers already
+        wait.  The driver should then call :meth:`plan_connects`.
+        """
+        if self.closed:
+            raise PoolClosed("the pool is closed")
+        if self.max_waiting and self.waiting >= self.max_waiting:
+            raise TooManyWaiters(f"{self.waiting} callers already waiting (max_waiting={self.max_waiting})")
+        ticket = Ticket(waker, now)
+        self.waiters.append(ticket)
+        self.waiting += 1
+        return ticket
+
+    def abandon(self, ticket: Ticket, now: float) -> Ticket | None:
+        """The caller of ``ticket`` stopped waiting (timeout, cancellation, error).
+
+        Returns the ticket of the next waiter to wake if a connection that had
+        been handed to ``ticket`` was passed on, else ``None``.  Idempotent.
+        """
+        state = ticket.state
+        ticket.state = ABANDONED
+        if state == WAITING:
+            self.waiting -= 1
+            if len(self.waiters) > 2 * self.waiting + 32:
+                self.waiters = deque(t for t in self.waiters if t.state == WAITING)
+            return None
+        if state == SERVED:
+            rec = ticket.record
+            ticket.record = None
+            assert rec is not None
+            del self.busy[id(rec.conn)]
+            rec.uses -= 1
+            self.acquired -= 1
+            return self._place(rec, now)
+        return None
+
+    def timed_out(self, ticket: Ticket, now: float) -> PoolTimeout:
+        """Abandon a ticket whose wait expired and build the error to raise.
+
+        The caller must check ``ticket.state == SERVED`` first (a connection
+        that arrived together with the timeout is taken, not thrown away).
+        """
+        self.abandon(ticket, now)
+        self.timeouts += 1
+        return self.timeout_error(now - ticket.since)
+
+    def timeout_error(self, waited: float) -> PoolTimeout:
+        """A :class:`PoolTimeout` saying why no connection came: busy, or cannot connect."""
+        state = (
+            f"size={self.size}, idle={len(self.idle)}, in_use={len(self.busy)}, "
+            f"waiting={self.waiting}, connecting={self.connecting}, max_size={self.max_size}"
+        )
+        if self.failures:
+            err = PoolTimeout(
+                f"no connection after {waited:.3f} s: the pool cannot connect "
+                f"({self.failures} failed attempts in a row, last: {self.last_error!r}); {state}"
+            )
+            err.__cause__ = self.last_error
+        else:
+            err = PoolTimeout(f"no connection after {waited:.3f} s: all connections are busy; {state}")
+        return err
+
+    # ------------------------------------------------------------ checkin
+
+    def lookup(self, conn: Any) -> Record:
+        """The busy record of ``conn``; ``ValueError`` for a foreign or returned object."""
+        rec = self.busy.get(id(conn))
+        if rec is None or rec.conn is not conn or rec.returning:
+            raise ValueError(
+                f"{conn!r} is not checked out from this pool (released twice, or never acquired here)"
+            )
+        return rec
+
+    def checkin(self, conn: Any, now: float, discard: bool = False) -> Ticket | None:
+        """A connection comes back.  Returns the waiter to wake, if it was handed on.
+
+        Raises ``ValueError`` if ``conn`` is not checked out from this pool.
+        A retired connection goes to ``to_close``; the driver then drains
+        ``to_close`` and calls :meth:`plan_connects`.
+        """
+        rec = self.lookup(conn)
+        return self.checkin_record(rec, now, discard)
+
+    def begin_return(self, conn: Any) -> Record:
+        """Mark ``conn`` as being returned (its reset hook runs before :meth:`checkin_record`)."""
+        rec = self.lookup(conn)
+        rec.returning = True
+        return rec
+
+    def checkin_record(self, rec: Record, now: float, discard: bool = False) -> Ticket | None:
+        """:meth:`checkin` for a record already looked up (or after its reset hook ran)."""
+        if self.busy.pop(id(rec.conn), None) is not rec:
+            return None  # retired meanwhile by force_close()
+        rec.returning = False
+        self.use_times.add(now - rec.checked_out)
+        if (
+            discard
+            or self.closed
+            or rec.generation != self.generation
+            or rec.expires <= now
+            or (self.max_uses is not None and rec.uses >= self.max_uses)
+        ):
+            if discard:
+                self.discarded += 1
+            self._retire(rec)
+            return None
+        return self._place(rec, now)
+
+    # ------------------------------------------------------------ connect
+
+    def plan_connects(self) -> int:
+        """How many connects to start now (their slots are reserved in ``connecting``)."""
+        if self.closed:
+            return 0
+        pending = self.connecting
+        size = len(self.idle) + len(self.busy)
+        want = max(self.waiting - pending, self.min_size - size - pending)
+        room = self.cap - size - pending
+        n = min(want, room, self.max_connecting - pending)
+        if n <= 0:
+            return 0
+        self.connecting += n
+        return n
+
+    def connect_done(self, conn: Any, now: float, duration: float = 0.0) -> Ticket | None:
+        """A planned connect succeeded.  Returns the waiter to wake, if any."""
+        self.connecting -= 1
+        self.connects += 1
+        self.failures = 0
+        self.connect_times.add(duration)
+        expires = math.inf
+        if self.max_lifetime is not None:
+            expires = now + self.max_lifetime * (1.0 - 0.1 * self._rng())
+        rec = Record(conn, now, self.generation, expires)
+        if self.closed:
+            self._retire(rec)
+            return None
+        return self._place(rec, now)
+
+    def connect_failed(self, error: BaseException) -> float | None:
+        """A planned connect failed.
+
+        Returns the delay after which the same worker should try again
+        (keeping its slot), or ``None`` when the connection is no longer
+        needed (the slot is freed).  The delay grows exponentially with the
+        number of consecutive failures, with jitter.
+        """
+        self.connect_errors += 1
+        self.failures += 1
+        self.last_error = error
+        if self.closed or not self._still_needed():
+            self.connecting -= 1
+            return None
+        delay = min(self.backoff_max, self.backoff_initial * 2.0 ** min(self.failures - 1, 30))
+        return delay * (0.5 + 0.5 * self._rng())
+
+    def connect_cancelled(self) -> None:
+        """A planned connect was stopped before finishing (pool closing, cancellation)."""
+        self.connecting -= 1
+
+    def _still_needed(self) -> bool:
+        # Counting this attempt's own slot in ``connecting``.
+        size = len(self.idle) + len(self.busy)
+        return self.waiting > 0 or size + self.connecting <= self.min_size
+
+    # --------------------------------------------------------- management
+
+    def discard_record(self, rec: Record) -> None:
+        """Close a checked-out record that failed its checkout check."""
+        del self.busy[id(rec.conn)]
+        self.discarded += 1
+        self._retire(rec)
+
+    def close(self) -> list[Ticket]:
+        """Close the pool: returns the waiters to wake (they are FAILED with :class:`PoolClosed`).
+
+        Idle records go to ``to_close``; busy ones are retired as they come
+        back (or by :meth:`force_close`).  Idempotent.
+        """
+        if self.closed:
+            return []
+        self.closed = True
+        while self.idle:
+            self._retire(self.idle.popleft())
+        failed = []
+        for ticket in self.waiters:
+            if ticket.state == WAITING:
+                ticket.state = FAILED
+                ticket.error = PoolClosed("the pool was closed while waiting for a connection")
+                failed.append(ticket)
+        self.waiters.clear()
+        self.waiting = 0
+        return failed
+
+    def force_close(self) -> None:
+        """Retire the connections still checked out (``close`` ran out of patience).
+
+        Their later release is accepted silently.
+        """
+        for rec in list(self.busy.values()):
+            self._retire(rec)
+        self.busy.clear()
+
+    def drain(self) -> None:
+        """Close idle connections now and retire the checked-out ones when they return."""
+        self.generation += 1
+        while self.idle:
+            self._retire(self.idle.popleft())
+
+    def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
+        """Change the limits; idle connections above the new ``max_size`` are closed."""
+        new_min = self.min_size if min_size is None else min_size
+        new_max = self.max_size if max_size is None else max_size
+        validate_sizes(new_min, new_max, None)
+        if self.burst_limit is not None and self.burst_limit < new_max:
+            self.burst_limit = new_max
+        self.min_size, self.max_size = new_min, new_max
+        while self.idle and self.size > new_max:
+            self._retire(self.idle.popleft())
+
+    def stats(self) -> dict[str, Any]:
+        """The numbers behind :class:`connpool.PoolStats` (milliseconds for times)."""
+        wait, use = self.wait_times, self.use_times
+        return {
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "size": self.size,
+            "idle": len(self.idle),
+            "in_use": len(self.busy),
+            "waiting": self.waiting,
+            "connecting": self.connecting,
+            "acquired": self.acquired,
+            "timeouts": self.timeouts,
+            "connects": self.connects,
+            "connect_errors": self.connect_errors,
+            "closed": self.closed_count,
+            "discarded": self.discarded,
+            "leaks": self.leaks,
+            "wait_p50": wait.percentile(0.5) * 1000.0,
+            "wait_p99": wait.percentile(0.99) * 1000.0,
+            "wait_max": wait.max * 1000.0,
+            "use_p50": use.percentile(0.5) * 1000.0,
+            "use_p99": use.percentile(0.99) * 1000.0,
+            "connect_p50": self.connect_times.percentile(0.5) * 1000.0,
+        }
+
+    # ------------------------------------------------------------ helpers
+
+    def _place(self, rec: Record, now: float) -> Ticket | None:
+        """Give an available record to the oldest waiter, else to idle (or close it if over size)."""
+        if self.waiting:
+            waiters = self.waiters
+            while True:
+                ticket = waiters.popleft()
+                if ticket.state == WAITING:
+                    break
+            self.waiting -= 1
+            ticket.state = SERVED
+            ticket.record = rec
+            self.busy[id(rec.conn)] = rec
+            rec.uses += 1
+            rec.checked_out = now
+            self.acquired += 1
+            self.wait_times.add(now - ticket.since)
+            return ticket
+        if len(self.idle) + len(self.busy) >= self.max_size:
+            self._retire(rec)
+            return None
+        rec.returned = now
+        self.idle.append(rec)
+        return None
+
+    def _retire(self, rec: Record) -> None:
+        self.closed_count += 1
+        self.to_close.append(rec)

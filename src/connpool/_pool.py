@@ -1,0 +1,315 @@
+"""What ``Pool`` and ``AsyncPool`` share: options, hooks, release, stats.
+
+Everything here is plain (no ``await``), so both façades use it unchanged.
+The family-specific parts -- waiting in ``acquire``, background workers,
+``open``/``close`` -- live in :mod:`connpool._sync` and :mod:`connpool._async`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from numbers import Real
+from typing import Any, Generic, TypeVar
+
+from ._core import Core, Record, Ticket
+from ._errors import PoolClosed
+from ._stats import PoolStats
+
+__all__ = ["UNSET", "BasePool", "Hooks"]
+
+logger = logging.getLogger("connpool")
+
+C = TypeVar("C")
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Marks an argument left out (``timeout=UNSET`` means "the pool's default").
+UNSET: Any = _Unset()
+
+
+class _NoLock:
+    """A lock for runtimes whose core operations cannot be interleaved."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+NO_LOCK = _NoLock()
+
+
+def check_seconds(name: str, value: Any, *, allow_none: bool = True, allow_zero: bool = True) -> None:
+    """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``value`` is a valid duration."""
+    if value is None:
+        if allow_none:
+            return
+        raise TypeError(f"{name} must be a number of seconds, not None")
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(value).__name__}")
+    if math.isnan(value) or value < 0 or (value == 0 and not allow_zero):
+        rule = "at least 0" if allow_zero else "greater than 0"
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+def _check_int(name: str, value: Any, minimum: int, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int{' or None' if allow_none else ''}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+class Hooks:
+    """The user's callables, resolved from arguments and an optional connector object."""
+
+    __slots__ = ("check", "close", "connect", "ping", "reset")
+
+    def __init__(
+        self,
+        connect: Any,
+        *,
+        close: Callable[[Any], Any] | None,
+        check: Callable[[Any], Any] | None,
+        reset: Callable[[Any], Any] | None,
+        ping: Callable[[Any], Any] | None,
+    ) -> None:
+        connector = None
+        if not inspect.isroutine(connect) and callable(getattr(connect, "connect", None)):
+            connector = connect
+            connect = connector.connect
+        if not callable(connect):
+            raise TypeError(
+                "connect must be a callable returning a new connection, or a connector object "
+                f"with a connect() method; got {type(connect).__name__}"
+            )
+        self.connect: Callable[[], Any] = connect
+        self.close = close if close is not None else getattr(connector, "close", None)
+        self.check = check if check is not None else getattr(connector, "check", None)
+        self.reset = reset if reset is not None else getattr(connector, "reset", None)
+        self.ping = ping if ping is not None else getattr(connector, "ping", None)
+        for hook_name in ("close", "check", "reset", "ping"):
+            hook = getattr(self, hook_name)
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{hook_name} must be callable or None, got {type(hook).__name__}")
+
+
+def default_close(conn: Any) -> Any:
+    """Close ``conn`` with its own ``close()`` method when it has one."""
+    close = getattr(conn, "close", None)
+    if close is not None:
+        return close()
+    return None
+
+
+def _not_started() -> float:
+    raise PoolClosed("the pool was never opened")
+
+
+class BasePool(Generic[C]):
+    """State and plain operations common to ``Pool`` and ``AsyncPool``."""
+
+    _family: str = ""
+    _facade: str = ""
+    _other_facade: str = ""
+
+    def __init__(
+        self,
+        connect: Any,
+        *,
+        min_size: int,
+        max_size: int,
+        burst_limit: int | None,
+        timeout: float | None,
+        max_waiting: int,
+        max_lifetime: float | None,
+        max_uses: int | None,
+        check: Callable[[Any], Any] | None,
+        check_after: float,
+        reset: Callable[[Any], Any] | None,
+        close: Callable[[Any], Any] | None,
+        discard_on: tuple[type[BaseException], ...],
+        lifo: bool,
+        name: str | None,
+        connect_timeout: float | None,
+        max_connecting: int,
+        num_workers: int,
+    ) -> None:
+        self._hooks = Hooks(connect, close=close, check=check, reset=reset, ping=None)
+        check_seconds("timeout", timeout)
+        check_seconds("check_after", check_after, allow_none=False)
+        check_seconds("max_lifetime", max_lifetime, allow_zero=False)
+        check_seconds("connect_timeout", connect_timeout, allow_zero=False)
+        _check_int("max_waiting", max_waiting, 0, allow_none=False)
+        _check_int("max_uses", max_uses, 1, allow_none=True)
+        _check_int("max_connecting", max_connecting, 1, allow_none=False)
+        _check_int("num_workers", num_workers, 1, allow_none=False)
+        if isinstance(discard_on, type):
+            discard_on = (discard_on,)
+        if not isinstance(discard_on, tuple) or not all(
+            isinstance(cls, type) and issubclass(cls, BaseException) for cls in discard_on
+        ):
+            raise TypeError(f"discard_on must be a tuple of exception classes, got {discard_on!r}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        self._core = Core(
+            min_size=min_size,
+            max_size=max_size,
+            burst_limit=burst_limit,
+            max_waiting=max_waiting,
+            lifo=bool(lifo),
+            max_connecting=max_connecting,
+            max_uses=max_uses,
+            max_lifetime=max_lifetime,
+        )
+        self._timeout = timeout
+        self._check_after = check_after
+        self._discard_on = discard_on
+        self._connect_timeout = connect_timeout
+        self._num_workers = num_workers
+        self._name = name
+        self._lock: Any = NO_LOCK
+        self._now: Callable[[], float] = _not_started
+        self._changed: Any = None  # event: size grew, or the last busy connection came back
+        self._opened = False
+        self._finished = False  # close() completed: background workers are gone
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def name(self) -> str | None:
+        """The pool's name (used in logs, errors and stats)."""
+        return self._name
+
+    @property
+    def backend(self) -> str:
+        """The name of the backend (scheduler) the pool runs on."""
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._core.closed
+
+    def __repr__(self) -> str:
+        core = self._core
+        state = "closed" if core.closed else ("open" if self._opened else "new")
+        return (
+            f"<{type(self).__name__} {self._name or ''}({self.backend}) {state} "
+            f"size={core.size} idle={len(core.idle)} in_use={len(core.busy)} waiting={core.waiting}>"
+        )
+
+    # ------------------------------------------------------- plain operations
+
+    def release(self, conn: C, discard: bool = False) -> None:
+        """Give ``conn`` back to the pool; never blocks.
+
+        With ``discard=True`` (or when it expired, reached ``max_uses``, or the
+        pool is closing) the connection is closed in the background instead of
+        reused, and a replacement is opened if callers wait or ``min_size``
+        needs it.  The ``reset`` hook, if any, runs in the background before the
+        connection is reused.  Raises ``ValueError`` for an object this pool did
+        not hand out, or one already released.
+        """
+        core = self._core
+        rec = None
+        with self._lock:
+            if core.closed and self._finished and id(conn) not in core.busy:
+                return  # closed by force at the end of close(): nothing left to do
+            if self._hooks.reset is None or discard:
+                ticket = core.checkin(conn, self._now(), discard)
+                if ticket is None and not core.to_close:
+                    return
+            else:
+                rec = core.begin_return(conn)
+                ticket = None
+        if ticket is None and rec is not None:
+            self._submit(("reset", rec))
+            return
+        if ticket is not None:
+            ticket.waker.set()
+        self._after_change()
+
+    def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
+        """Change ``min_size`` and/or ``max_size`` at run time (same rules as the constructor)."""
+        with self._lock:
+            self._core.resize(min_size, max_size)
+        self._after_change()
+
+    def drain(self) -> None:
+        """Close idle connections now; retire checked-out ones when they return.
+
+        ``min_size`` is refilled with new connections.  Use after a failover
+        or a credentials change.
+        """
+        with self._lock:
+            self._core.drain()
+        self._after_change()
+
+    def stats(self) -> PoolStats:
+        """A consistent :class:`PoolStats` snapshot."""
+        with self._lock:
+            numbers = self._core.stats()
+        return PoolStats(name=self._name, backend=self.backend, **numbers)
+
+    # --------------------------------------------------------------- helpers
+
+    def _submit(self, job: tuple[str, Record]) -> None:
+        """Queue background work (``close`` or ``reset`` of a record)."""
+        raise NotImplementedError
+
+    def _spawn_connects(self, n: int) -> None:
+        raise NotImplementedError
+
+    def _after_change(self) -> None:
+        """Carry out what the last core calls left to do: closes, connects."""
+        core = self._core
+        with self._lock:
+            closing = core.to_close
+            if closing:
+                core.to_close = []
+            n = core.plan_connects() if self._opened else 0
+        for rec in closing:
+            self._submit(("close", rec))
+        if n:
+            self._spawn_connects(n)
+        if core.closed and not core.busy:
+            self._changed.set()
+
+    def _wake(self, ticket: Ticket | None) -> None:
+        if ticket is not None:
+            ticket.waker.set()
+
+    def _check_open(self) -> None:
+        if self._core.closed:
+            raise PoolClosed(f"{self._describe()} is closed")
+
+    def _describe(self) -> str:
+        return f"pool {self._name!r}" if self._name else "the pool"
+
+    def _should_discard(self, exc: BaseException | None) -> bool:
+        """Whether an exception escaping ``connection()`` means the connection is unusable."""
+        if exc is None:
+            return False
+        return not isinstance(exc, Exception) or isinstance(exc, self._discard_on)
+
+    @classmethod
+    def _family_error(cls, backend_name: str) -> ValueError:
+        return ValueError(
+            f"backend {backend_name!r} is not a {cls._family} runtime: "
+            f"use {cls._other_facade} for it ({cls._facade} runs on "
+            f"{'threading, gevent and eventlet' if cls._family == 'sync' else 'asyncio and trio'})"
+        )
