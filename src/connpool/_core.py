@@ -313,10 +313,11 @@ class Core:
             rec = ticket.record
             ticket.record = None
             assert rec is not None
-            del self.busy[id(rec.conn)]
+            if self.busy.pop(id(rec.conn), None) is not rec:
+                return None  # retired meanwhile by force_close()
             rec.uses -= 1
             self.acquired -= 1
-            return self._place(rec, now)
+            return self._recycle(rec, now, False)
         return None
 
     def timed_out(self, ticket: Ticket, now: float) -> PoolTimeout:
@@ -378,18 +379,7 @@ class Core:
             return None  # retired meanwhile by force_close()
         rec.returning = False
         self.use_times.add(now - rec.checked_out)
-        if (
-            discard
-            or self.closed
-            or rec.generation != self.generation
-            or rec.expires <= now
-            or (self.max_uses is not None and rec.uses >= self.max_uses)
-        ):
-            if discard:
-                self.discarded += 1
-            self._retire(rec)
-            return None
-        return self._place(rec, now)
+        return self._recycle(rec, now, discard)
 
     # ------------------------------------------------------------ connect
 
@@ -530,6 +520,21 @@ class Core:
         }
 
     # ------------------------------------------------------------ helpers
+
+    def _recycle(self, rec: Record, now: float, discard: bool) -> Ticket | None:
+        """A record no caller holds any more: retire it (rule 5) or make it available."""
+        if (
+            discard
+            or self.closed
+            or rec.generation != self.generation
+            or rec.expires <= now
+            or (self.max_uses is not None and rec.uses >= self.max_uses)
+        ):
+            if discard:
+                self.discarded += 1
+            self._retire(rec)
+            return None
+        return self._place(rec, now)
 
     def _place(self, rec: Record, now: float) -> Ticket | None:
         """Give an available record to the oldest waiter, else to idle (or close it if over size)."""

@@ -1,0 +1,289 @@
+"""Hypothesis drives the pure core through random interleavings and checks its invariants.
+
+The machine plays the driver: after every step it does what a driver does
+(closes what the core put in ``to_close``, starts the connects
+``plan_connects`` asks for) and then checks that nothing was lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from connpool._core import ABANDONED, FAILED, SERVED, WAITING, Core, Ticket
+from connpool._errors import PoolClosed, TooManyWaiters
+
+
+class Conn:
+    _ids = itertools.count()
+
+    def __init__(self) -> None:
+        self.id = next(self._ids)
+
+    def __repr__(self) -> str:
+        return f"Conn{self.id}"
+
+
+class CoreMachine(RuleBasedStateMachine):
+    @initialize(
+        min_size=st.integers(0, 3),
+        extra=st.integers(0, 3),
+        burst=st.integers(0, 3) | st.none(),
+        max_waiting=st.integers(0, 4),
+        lifo=st.booleans(),
+        max_connecting=st.integers(1, 3),
+        max_uses=st.integers(1, 4) | st.none(),
+        max_lifetime=st.sampled_from([None, 5.0, 50.0]),
+    )
+    def setup(self, min_size, extra, burst, max_waiting, lifo, max_connecting, max_uses, max_lifetime):
+        max_size = max(1, min_size + extra)
+        self.core = Core(
+            min_size=min_size,
+            max_size=max_size,
+            burst_limit=None if burst is None else max_size + burst,
+            max_waiting=max_waiting,
+            lifo=lifo,
+            max_connecting=max_connecting,
+            max_uses=max_uses,
+            max_lifetime=max_lifetime,
+            rng=lambda: 0.5,
+        )
+        self.now = 0.0
+        self.pending = 0  # connect slots the driver is working on
+        self.created: set[Conn] = set()
+        self.closed_conns: set[Conn] = set()
+        self.held: set[Conn] = set()  # handed to callers and not given back
+        self.returning: list = []  # records whose reset hook "runs"
+        self.tickets: list[Ticket] = []
+        self.resized = False
+        self.drive()
+
+    # ----------------------------------------------------------- the driver
+
+    def drive(self) -> None:
+        for rec in self.core.to_close:
+            assert rec.conn not in self.closed_conns, "closed twice"
+            self.closed_conns.add(rec.conn)
+        self.core.to_close = []
+        before = self.core.connecting
+        n = self.core.plan_connects()
+        assert self.core.connecting == before + n
+        self.pending += n
+        assert self.pending == self.core.connecting
+        # waiters woken with PoolClosed leave; served ones wake up later (rule
+        # ``waiter_wakes``), so that a cancellation can race the hand-off
+        self.tickets = [t for t in self.tickets if t.state not in (FAILED, ABANDONED)]
+
+    # ---------------------------------------------------------------- rules
+
+    @rule(dt=st.sampled_from([0.0, 0.1, 1.0, 10.0]))
+    def tick(self, dt):
+        self.now += dt
+
+    @rule()
+    def acquire(self):
+        try:
+            rec = self.core.checkout(self.now)
+        except PoolClosed:
+            assert self.core.closed
+            return
+        if rec is not None:
+            assert rec.conn not in self.held
+            assert rec.expires > self.now
+            self.held.add(rec.conn)
+        else:
+            try:
+                self.tickets.append(self.core.enqueue(self.now, waker=None))
+            except TooManyWaiters:
+                assert self.core.max_waiting and self.core.waiting >= self.core.max_waiting
+        self.drive()
+
+    @precondition(lambda self: self.held)
+    @rule(data=st.data(), discard=st.booleans())
+    def release(self, data, discard):
+        conn = data.draw(st.sampled_from(sorted(self.held, key=lambda c: c.id)))
+        self.held.remove(conn)
+        self.core.checkin(conn, self.now, discard)
+        self.drive()
+
+    @precondition(lambda self: self.held)
+    @rule(data=st.data())
+    def release_with_reset(self, data):
+        conn = data.draw(st.sampled_from(sorted(self.held, key=lambda c: c.id)))
+        self.held.remove(conn)
+        self.returning.append(self.core.begin_return(conn))
+        self.drive()
+
+    @precondition(lambda self: self.returning)
+    @rule(ok=st.booleans())
+    def reset_done(self, ok):
+        rec = self.returning.pop(0)
+        self.core.checkin_record(rec, self.now, discard=not ok)
+        self.drive()
+
+    @precondition(lambda self: self.held and not self.core.waiting)
+    @rule(data=st.data())
+    def release_twice_is_refused(self, data):
+        # (with callers waiting, the first release hands the object to one of them,
+        # and the second is then that caller's legitimate release)
+        conn = data.draw(st.sampled_from(sorted(self.held, key=lambda c: c.id)))
+        self.held.remove(conn)
+        self.core.checkin(conn, self.now)
+        try:
+            self.core.checkin(conn, self.now)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("a connection released twice was accepted twice")
+        self.drive()
+
+    @rule()
+    def release_foreign_is_refused(self):
+        try:
+            self.core.checkin(Conn(), self.now)
+        except ValueError:
+            return
+        raise AssertionError("foreign object accepted")
+
+    @precondition(lambda self: self.pending)
+    @rule()
+    def connect_succeeds(self):
+        conn = Conn()
+        self.created.add(conn)
+        self.pending -= 1
+        self.core.connect_done(conn, self.now)
+        self.drive()
+
+    @precondition(lambda self: self.pending)
+    @rule()
+    def connect_fails(self):
+        delay = self.core.connect_failed(OSError("refused"))
+        if delay is None:
+            self.pending -= 1
+        else:
+            assert 0 < delay <= self.core.backoff_max
+        self.drive()
+
+    @precondition(lambda self: self.pending)
+    @rule()
+    def connect_cancelled(self):
+        self.pending -= 1
+        self.core.connect_cancelled()
+        self.drive()
+
+    @precondition(lambda self: any(t.state in (WAITING, SERVED) for t in self.tickets))
+    @rule(data=st.data())
+    def abandon(self, data):
+        """A waiter is cancelled or times out, possibly just as a connection was handed to it."""
+        live = [t for t in self.tickets if t.state in (WAITING, SERVED)]
+        ticket = data.draw(st.sampled_from(live))
+        self.tickets.remove(ticket)
+        if ticket.state == SERVED:
+            conn = ticket.record.conn
+            self.core.abandon(ticket, self.now)
+            assert conn not in self.held
+        else:
+            self.core.timed_out(ticket, self.now)
+        assert ticket.state == ABANDONED
+        self.drive()
+
+    @precondition(lambda self: any(t.state == SERVED for t in self.tickets))
+    @rule(data=st.data())
+    def waiter_wakes(self, data):
+        ticket = data.draw(st.sampled_from([t for t in self.tickets if t.state == SERVED]))
+        self.tickets.remove(ticket)
+        assert ticket.record.conn not in self.held
+        self.held.add(ticket.record.conn)
+        self.drive()
+
+    @rule()
+    def drain(self):
+        self.core.drain()
+        self.drive()
+
+    @rule(lo=st.integers(0, 3), extra=st.integers(0, 3))
+    def resize(self, lo, extra):
+        self.core.resize(lo, max(1, lo + extra))
+        self.resized = True
+        self.drive()
+
+    @rule()
+    def close(self):
+        self.core.close()
+        self.drive()
+        assert not self.core.idle and not self.core.waiting
+
+    @precondition(lambda self: self.core.closed)
+    @rule()
+    def force_close(self):
+        self.core.force_close()
+        # everything checked out was closed, including what a waiter was about to wake up with
+        self.held.clear()
+        self.returning.clear()
+        self.tickets = [t for t in self.tickets if t.state != SERVED]
+        self.drive()
+
+    # ----------------------------------------------------------- invariants
+
+    @invariant()
+    def sizes_add_up(self):
+        core = self.core
+        assert core.size == len(core.idle) + len(core.busy)
+        assert core.waiting == sum(1 for t in core.waiters if t.state == WAITING)
+        assert core.connecting >= 0
+
+    @invariant()
+    def within_limits(self):
+        core = self.core
+        if not self.resized:
+            cap = core.burst_limit or core.max_size
+            assert core.size + core.connecting <= cap
+        assert core.connecting <= core.max_connecting
+
+    @invariant()
+    def no_waiter_while_idle(self):
+        assert not (self.core.waiting and self.core.idle)
+
+    @invariant()
+    def no_stranded_waiter(self):
+        core = self.core
+        if core.waiting:
+            assert core.connecting > 0 or core.size >= core.cap, "waiter left with room and no connect"
+
+    @invariant()
+    def min_size_pursued(self):
+        core = self.core
+        if not core.closed and core.size + core.connecting < core.min_size:
+            assert core.connecting == core.max_connecting or core.size + core.connecting >= core.cap
+
+    @invariant()
+    def nothing_lost(self):
+        core = self.core
+        idle = {rec.conn for rec in core.idle}
+        busy = {rec.conn for rec in core.busy.values()}
+        assert not (idle & busy) and not (idle & self.closed_conns) and not (busy & self.closed_conns)
+        assert idle | busy | self.closed_conns == self.created
+        served = {t.record.conn for t in self.tickets if t.state == SERVED}
+        returning = {rec.conn for rec in self.returning if rec.conn in busy}
+        assert busy == self.held | served | returning or core.closed
+
+    @invariant()
+    def closed_pool_is_quiet(self):
+        core = self.core
+        if core.closed:
+            assert not core.idle and not core.waiting
+            assert core.plan_connects() == 0
+
+    @invariant()
+    def idle_are_not_expired_when_handed(self):
+        for rec in self.core.busy.values():
+            assert rec.uses >= 1
+            assert rec.expires == math.inf or rec.expires > rec.created
+
+
+CoreMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+TestCore = CoreMachine.TestCase
