@@ -69,7 +69,7 @@ class AsyncPool(BasePool[C], Generic[C]):
         check_after: float = 0.5,
         reset: Callable[[C], Any] | None = None,
         close: Callable[[C], Any] | None = None,
-        discard_on: tuple[type[BaseException], ...] = (OSError,),
+        discard_on: type[BaseException] | tuple[type[BaseException], ...] = (OSError,),
         lifo: bool = True,
         name: str | None = None,
         connect_timeout: float | None = 30.0,
@@ -408,4 +408,3 @@ def _resolve_async_backend(backend: Any) -> AsyncScheduler:
             f"connpool.backends.AsyncScheduler, got {backend!r}"
         )
     return backend
-

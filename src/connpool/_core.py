@@ -153,8 +153,7 @@ class Samples:
     def add(self, value: float) -> None:
         self.values[self.count & self._mask] = value
         self.count += 1
-        if value > self.max:
-            self.max = value
+        self.max = max(self.max, value)
 
     def percentile(self, q: float) -> float:
         """The ``q`` quantile (0..1) of the retained values; 0.0 when empty."""

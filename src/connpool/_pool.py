@@ -68,7 +68,8 @@ def _check_int(name: str, value: Any, minimum: int, allow_none: bool) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int{' or None' if allow_none else ''}, got {type(value).__name__}")
+        kinds = "an int or None" if allow_none else "an int"
+        raise TypeError(f"{name} must be {kinds}, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
 
@@ -141,7 +142,7 @@ class BasePool(Generic[C]):
         check_after: float,
         reset: Callable[[Any], Any] | None,
         close: Callable[[Any], Any] | None,
-        discard_on: tuple[type[BaseException], ...],
+        discard_on: type[BaseException] | tuple[type[BaseException], ...],
         lifo: bool,
         name: str | None,
         connect_timeout: float | None,
@@ -158,7 +159,7 @@ class BasePool(Generic[C]):
         _check_int("max_connecting", max_connecting, 1, allow_none=False)
         _check_int("num_workers", num_workers, 1, allow_none=False)
         if isinstance(discard_on, type):
-            discard_on = (discard_on,)
+            discard_on = (discard_on,)  # a single class is accepted too
         if not isinstance(discard_on, tuple) or not all(
             isinstance(cls, type) and issubclass(cls, BaseException) for cls in discard_on
         ):

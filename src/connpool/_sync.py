@@ -60,7 +60,7 @@ class Pool(BasePool[C], Generic[C]):
         check_after: float = 0.5,
         reset: Callable[[C], object] | None = None,
         close: Callable[[C], object] | None = None,
-        discard_on: tuple[type[BaseException], ...] = (OSError,),
+        discard_on: type[BaseException] | tuple[type[BaseException], ...] = (OSError,),
         lifo: bool = True,
         name: str | None = None,
         connect_timeout: float | None = 30.0,
@@ -399,4 +399,3 @@ def _resolve_sync_backend(backend: Any) -> SyncScheduler:
             f"implementing connpool.backends.SyncScheduler, got {backend!r}"
         )
     return backend
-

@@ -63,6 +63,7 @@ _TABLE: dict[str, tuple[str, str, str | None, str | None]] = {
 SYNC_BACKENDS: tuple[str, ...] = ("threading", "gevent", "eventlet")
 ASYNC_BACKENDS: tuple[str, ...] = ("asyncio", "trio")
 
+
 class BackendUnavailable(ImportError, LookupError):
     """A backend whose runtime library is not installed; the message names the extra to install."""
 
@@ -95,24 +96,35 @@ def get_backend(name: str) -> SyncScheduler | AsyncScheduler:
             "(or 'auto', or pass a scheduler object)"
         )
     module_name, class_name, dist, extra = _TABLE[name]
-    if dist is not None and importlib.util.find_spec(dist) is None:
+    if dist is not None and not _installed(dist):
         raise BackendUnavailable(
             f"backend {name!r} needs the {dist} library, which is not installed: "
             f'pip install "connpool[{extra}]"'
         )
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise BackendUnavailable(
+            f"backend {name!r} could not be loaded ({exc!r}); is {dist or 'it'} installed and "
+            "compatible with this process (e.g. not monkey-patched by another runtime)?"
+        ) from exc
     scheduler: SyncScheduler | AsyncScheduler = getattr(module, class_name)()
     _instances[name] = scheduler
     return scheduler
 
 
+def _installed(dist: str) -> bool:
+    if sys.modules.get(dist, False) is None:  # blocked on purpose
+        return False
+    try:
+        return importlib.util.find_spec(dist) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def available_backends() -> list[str]:
     """Names of the backends whose runtime library is installed (nothing is imported)."""
-    return [
-        name
-        for name, (_, _, dist, _) in _TABLE.items()
-        if dist is None or importlib.util.find_spec(dist) is not None
-    ]
+    return [name for name, (_, _, dist, _) in _TABLE.items() if dist is None or _installed(dist)]
 
 
 def detect_sync_backend() -> str:

@@ -1,0 +1,270 @@
+"""The eventlet scheduler: green threads and eventlet's own primitives.
+
+Only eventlet's native objects are used (its hub's timers, ``eventlet.queue``,
+``eventlet.Timeout``), never the standard library's, even when the process is
+monkey-patched: a patched :mod:`queue` may switch inside a non-blocking
+``put``.  :class:`eventlet.event.Event` is one-shot, so the event here is a
+small reusable one written on the hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Literal, final
+
+import eventlet
+import eventlet.hubs
+import eventlet.queue
+from greenlet import GreenletExit, getcurrent
+
+from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
+from ._threading import NOOP_LOCK, _task_name
+
+__all__ = ["EventletScheduler"]
+
+logger = logging.getLogger("connpool")
+
+
+def _run_logged(fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    """Run ``fn(*args)`` in a green thread; log what escapes it so eventlet's hub never prints it.
+
+    ``GreenletExit`` (a kill), ``SystemExit`` and ``KeyboardInterrupt`` keep
+    eventlet's own handling.  Anything else, including a stray
+    ``eventlet.Timeout``, is logged to the ``connpool`` logger.
+    """
+    try:
+        fn(*args)
+    except (GreenletExit, SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:
+        logger.exception("connpool: unhandled error in background green thread %s", _task_name(fn))
+
+
+@final
+class _Waiter:
+    """One green thread parked in :meth:`_EventletEvent.wait`.
+
+    ``greenlet`` is cleared as soon as the waiter is woken or leaves ``wait``,
+    so a late wake-up (a timer, or a ``set()`` racing an exception) never
+    switches into a green thread that is doing something else.
+    """
+
+    __slots__ = ("fired", "greenlet")
+
+    def __init__(self, greenlet: Any) -> None:
+        self.greenlet: Any = greenlet
+        self.fired = False
+
+    def wake(self) -> None:
+        greenlet = self.greenlet
+        if greenlet is not None:
+            self.greenlet = None
+            greenlet.switch()
+
+
+def _wake_all(waiters: list[_Waiter]) -> None:
+    for waiter in waiters:
+        waiter.wake()
+
+
+@final
+class _EventletEvent:
+    """A reusable event on eventlet's hub: ``set``, ``clear``, ``is_set``, ``wait(timeout) -> bool``.
+
+    ``set()`` never switches: it marks the current waiters as fired and
+    schedules their wake-up on the hub.  A waiter returns ``True`` once
+    ``set()`` has fired it, even if the event was cleared again before it ran.
+    """
+
+    __slots__ = ("_flag", "_waiters")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiters: list[_Waiter] | None = None
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._flag
+
+    def set(self) -> None:
+        """Set the flag and wake every waiter (on the hub's next turn); never switches."""
+        if self._flag:
+            return
+        self._flag = True
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for waiter in waiters:
+                waiter.fired = True
+            eventlet.hubs.get_hub().schedule_call_global(0, _wake_all, waiters)
+
+    def clear(self) -> None:
+        """Reset the flag."""
+        self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set (``True``) or until ``timeout`` seconds pass (``False``)."""
+        if self._flag:
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        hub = eventlet.hubs.get_hub()
+        waiter = _Waiter(getcurrent())
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = []
+        waiters.append(waiter)
+        timer = None if timeout is None else hub.schedule_call_global(timeout, waiter.wake)
+        try:
+            hub.switch()
+            return waiter.fired
+        finally:
+            waiter.greenlet = None
+            if timer is not None:
+                timer.cancel()
+            if not waiter.fired and self._waiters is not None:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def __repr__(self) -> str:
+        return f"<_EventletEvent set={self._flag} waiters={len(self._waiters or ())}>"
+
+
+@final
+class _GreenThreadHandle:
+    """A :class:`TaskHandle` for an eventlet ``GreenThread``."""
+
+    __slots__ = ("_finished", "_thread")
+
+    def __init__(self, thread: Any) -> None:
+        self._thread = thread
+        self._finished = _EventletEvent()
+        # Links also run when the green thread is killed before it started.
+        thread.link(self._on_exit)
+
+    def _on_exit(self, _thread: Any) -> None:
+        self._finished.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the green thread finished; ``True`` if it did within ``timeout``."""
+        if self.done():
+            return True
+        return self._finished.wait(timeout)
+
+    def done(self) -> bool:
+        """Whether the green thread finished."""
+        return self._finished.is_set() or bool(self._thread.dead)
+
+    def __repr__(self) -> str:
+        return f"<_GreenThreadHandle {self._thread!r} done={self.done()}>"
+
+
+@final
+class _EventletQueue:
+    """An unbounded FIFO queue on :class:`eventlet.queue.LightQueue`.
+
+    ``put`` appends and schedules the hand-off to a getter on the hub: it
+    never switches.
+    """
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue = eventlet.queue.LightQueue()
+
+    def put(self, item: Any) -> None:
+        """Append ``item``; never blocks and never switches."""
+        self._queue.put(item)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Remove and return the oldest item; raise :class:`TimeoutError` if none arrives in time."""
+        try:
+            if timeout is not None and timeout <= 0:
+                return self._queue.get(block=False)
+            return self._queue.get(timeout=timeout)
+        except eventlet.queue.Empty:
+            raise TimeoutError(f"no item arrived within {timeout} s") from None
+
+    def qsize(self) -> int:
+        """Number of queued items."""
+        return int(self._queue.qsize())
+
+
+@final
+class _EventletTimeout:
+    """An ``eventlet.Timeout`` whose own expiry, and only that, becomes :class:`TimeoutError`."""
+
+    __slots__ = ("_seconds", "_timer")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._timer: Any = None
+
+    def __enter__(self) -> None:
+        if self._seconds is not None:
+            self._timer = eventlet.Timeout(max(0.0, self._seconds))  # starts at once
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        timer = self._timer
+        if timer is None:
+            return
+        self._timer = None
+        timer.cancel()
+        if exc is timer:
+            raise TimeoutError(f"timed out after {self._seconds} s") from None
+
+
+@final
+class EventletScheduler:
+    """The :class:`~connpool.backends.SyncScheduler` for eventlet.
+
+    ``spawn`` starts a green thread (:func:`eventlet.spawn`), events are
+    reusable events on eventlet's hub, queues wrap
+    :class:`eventlet.queue.LightQueue`, ``timeout`` is an
+    :class:`eventlet.Timeout` (it interrupts the block at its next switch), and
+    ``lock()`` is a shared no-op lock.  Works with or without monkey-patching.
+    """
+
+    __slots__ = ()
+
+    name: str = "eventlet"
+    family: Literal["sync"] = "sync"
+
+    def spawn(self, fn: Callable[..., object], *args: Any) -> TaskHandle:
+        """Run ``fn(*args)`` in a new green thread; an escaping exception is logged to ``connpool``."""
+        return _GreenThreadHandle(eventlet.spawn(_run_logged, fn, args))
+
+    def sleep(self, seconds: float) -> None:
+        """Suspend the calling green thread; ``sleep(0)`` lets the others run."""
+        eventlet.sleep(max(0.0, seconds))
+
+    def event(self) -> SyncEvent:
+        """A new, unset, reusable event."""
+        return _EventletEvent()
+
+    def queue(self) -> SyncQueue[Any]:
+        """A new, empty unbounded queue on eventlet's own queue."""
+        return _EventletQueue()
+
+    def timeout(self, seconds: float | None) -> _EventletTimeout:
+        """An :class:`eventlet.Timeout` turned into :class:`TimeoutError` when it, not another one, fires.
+
+        The block is interrupted at its next switch point after ``seconds``.
+        An unrelated ``eventlet.Timeout`` passing through is re-raised
+        untouched.  ``None`` means no timeout.
+        """
+        return _EventletTimeout(seconds)
+
+    def lock(self) -> SyncLock:
+        """The shared no-op lock: sections that never switch cannot interleave on eventlet."""
+        return NOOP_LOCK
+
+    def monotonic(self) -> float:
+        """:func:`time.monotonic`."""
+        return time.monotonic()
+
+    def __repr__(self) -> str:
+        return "<EventletScheduler>"

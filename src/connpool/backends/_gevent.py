@@ -1,0 +1,176 @@
+"""The gevent scheduler: greenlets and gevent's own primitives.
+
+Only gevent's native objects are used (``gevent.event``, ``gevent.queue``,
+``gevent.Timeout``), never the standard library's, even when the process is
+monkey-patched: a patched :mod:`queue` may switch inside a non-blocking
+``put`` and lose an item when a ``gevent.Timeout`` fires there (gevent issue
+1875, urllib3 issue 3289).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Literal, final
+
+import gevent
+import gevent.event
+import gevent.queue
+from greenlet import GreenletExit
+
+from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
+from ._threading import NOOP_LOCK, _task_name
+
+__all__ = ["GeventScheduler"]
+
+logger = logging.getLogger("connpool")
+
+
+def _run_logged(fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    """Run ``fn(*args)`` in a greenlet; log what escapes it so gevent's hub never prints it.
+
+    ``GreenletExit`` (a kill), ``SystemExit`` and ``KeyboardInterrupt`` keep
+    gevent's own handling.  Anything else, including a stray ``gevent.Timeout``,
+    is logged to the ``connpool`` logger.
+    """
+    try:
+        fn(*args)
+    except (GreenletExit, SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:
+        logger.exception("connpool: unhandled error in background greenlet %s", _task_name(fn))
+
+
+@final
+class _GreenletHandle:
+    """A :class:`TaskHandle` for a :class:`gevent.Greenlet`."""
+
+    __slots__ = ("_greenlet",)
+
+    def __init__(self, greenlet: Any) -> None:
+        self._greenlet = greenlet
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the greenlet finished; ``True`` if it did within ``timeout``."""
+        self._greenlet.join(timeout)
+        return bool(self._greenlet.ready())
+
+    def done(self) -> bool:
+        """Whether the greenlet finished."""
+        return bool(self._greenlet.ready())
+
+    def __repr__(self) -> str:
+        return f"<_GreenletHandle {self._greenlet!r}>"
+
+
+@final
+class _GeventQueue:
+    """An unbounded FIFO queue on :class:`gevent.queue.SimpleQueue`.
+
+    ``put`` appends and schedules the wake-up of a getter on the hub: it never
+    switches.  A getter takes its item itself once woken, so a timeout firing
+    at that moment leaves the item in the queue.
+    """
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue = gevent.queue.SimpleQueue()
+
+    def put(self, item: Any) -> None:
+        """Append ``item``; never blocks and never switches."""
+        self._queue.put(item)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Remove and return the oldest item; raise :class:`TimeoutError` if none arrives in time."""
+        try:
+            if timeout is not None and timeout <= 0:
+                return self._queue.get(block=False)
+            return self._queue.get(timeout=timeout)
+        except gevent.queue.Empty:
+            raise TimeoutError(f"no item arrived within {timeout} s") from None
+
+    def qsize(self) -> int:
+        """Number of queued items."""
+        return int(self._queue.qsize())
+
+
+@final
+class _GeventTimeout:
+    """A ``gevent.Timeout`` whose own expiry, and only that, becomes :class:`TimeoutError`."""
+
+    __slots__ = ("_seconds", "_timer")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._seconds = seconds
+        self._timer: Any = None
+
+    def __enter__(self) -> None:
+        if self._seconds is not None:
+            timer = gevent.Timeout(max(0.0, self._seconds))
+            timer.start()
+            self._timer = timer
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        timer = self._timer
+        if timer is None:
+            return
+        self._timer = None
+        timer.close()
+        if exc is timer:
+            raise TimeoutError(f"timed out after {self._seconds} s") from None
+
+
+@final
+class GeventScheduler:
+    """The :class:`~connpool.backends.SyncScheduler` for gevent.
+
+    ``spawn`` starts a :class:`gevent.Greenlet`, events are
+    :class:`gevent.event.Event`, queues wrap :class:`gevent.queue.SimpleQueue`,
+    ``timeout`` is a :class:`gevent.Timeout` (it interrupts the block at its
+    next switch), and ``lock()`` is a shared no-op lock.  Works with or
+    without monkey-patching.
+    """
+
+    __slots__ = ()
+
+    name: str = "gevent"
+    family: Literal["sync"] = "sync"
+
+    def spawn(self, fn: Callable[..., object], *args: Any) -> TaskHandle:
+        """Run ``fn(*args)`` in a new greenlet; an escaping exception is logged to ``connpool``."""
+        return _GreenletHandle(gevent.spawn(_run_logged, fn, args))
+
+    def sleep(self, seconds: float) -> None:
+        """Suspend the calling greenlet; ``sleep(0)`` lets the others run."""
+        gevent.sleep(max(0.0, seconds))
+
+    def event(self) -> SyncEvent:
+        """A new, unset :class:`gevent.event.Event` (reusable: ``clear()`` resets it)."""
+        event: SyncEvent = gevent.event.Event()
+        return event
+
+    def queue(self) -> SyncQueue[Any]:
+        """A new, empty unbounded queue on gevent's own queue."""
+        return _GeventQueue()
+
+    def timeout(self, seconds: float | None) -> _GeventTimeout:
+        """A :class:`gevent.Timeout` turned into :class:`TimeoutError` when it, not another one, fires.
+
+        The block is interrupted at its next switch point after ``seconds``.
+        An unrelated ``gevent.Timeout`` passing through is re-raised untouched.
+        ``None`` means no timeout.
+        """
+        return _GeventTimeout(seconds)
+
+    def lock(self) -> SyncLock:
+        """The shared no-op lock: sections that never switch cannot interleave on gevent."""
+        return NOOP_LOCK
+
+    def monotonic(self) -> float:
+        """:func:`time.monotonic`."""
+        return time.monotonic()
+
+    def __repr__(self) -> str:
+        return "<GeventScheduler>"
