@@ -144,6 +144,8 @@ class AsyncPool(BasePool[C], Generic[C]):
             self._tg_cm = sched.task_group()
             self._tg = await self._tg_cm.__aenter__()
             self._opened = True
+            self._workers_done = sched.event()
+            self._workers_left = self._num_workers
             for _ in range(self._num_workers):
                 self._tg.spawn(self._worker)
             self._after_change()
@@ -169,7 +171,17 @@ class AsyncPool(BasePool[C], Generic[C]):
             await self._changed.wait(None if remaining == math.inf else remaining)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Close the pool (see ``Pool.close``); idempotent."""
+        """Close the pool (see ``Pool.close``); idempotent.
+
+        May be called from any task.  Inside ``async with pool:`` the pool's
+        task group is left when the block ends (a nursery can only be exited
+        by the task that entered it).
+        """
+        await self._shutdown(timeout)
+        if not self._in_async_with:
+            await self._leave_task_group()
+
+    async def _shutdown(self, timeout: float) -> None:
         core = self._core
         if core.closed:
             return
@@ -177,9 +189,9 @@ class AsyncPool(BasePool[C], Generic[C]):
             ticket.waker.set()
         if not self._opened:
             self._finished = True
-            for rec in core.to_close:
+            closing, core.to_close = core.to_close, []
+            for rec in closing:
                 await self._close_conn(rec.conn)
-            core.to_close = []
             return
         self._stopping.set()
         self._after_change()
@@ -195,6 +207,8 @@ class AsyncPool(BasePool[C], Generic[C]):
                 await self._changed.wait(remaining)
             for _ in range(self._num_workers):
                 self._jobs.put(None)
+            # workers finish the jobs they hold (a trio channel hands items over at once)
+            await self._workers_done.wait(max(0.0, deadline - self._now()) + 1.0)
         finally:
             self._finished = True
             leftover = [rec.conn for rec in core.to_close]
@@ -203,11 +217,14 @@ class AsyncPool(BasePool[C], Generic[C]):
                 job = await self._jobs.get(0)
                 if job is not None:
                     leftover.append(job[1].conn)
-            cm, self._tg_cm = self._tg_cm, None
-            self._tg.cancel()
-            await cm.__aexit__(None, None, None)
             for conn in leftover:
                 await self._close_conn(conn)
+
+    async def _leave_task_group(self) -> None:
+        cm, self._tg_cm = self._tg_cm, None
+        if cm is not None:
+            self._tg.cancel()
+            await cm.__aexit__(None, None, None)
 
     async def __aenter__(self) -> AsyncPool[C]:
         self._in_async_with = True
@@ -217,7 +234,10 @@ class AsyncPool(BasePool[C], Generic[C]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        try:
+            await self._shutdown(5.0)
+        finally:
+            await self._leave_task_group()
 
     # ------------------------------------------------------------ checkout
 
@@ -311,11 +331,16 @@ class AsyncPool(BasePool[C], Generic[C]):
 
     async def _worker(self) -> None:
         jobs = self._jobs
-        while True:
-            job = await jobs.get()
-            if job is None:
-                return
-            await self._run_job(job)
+        try:
+            while True:
+                job = await jobs.get()
+                if job is None:
+                    return
+                await self._run_job(job)
+        finally:
+            self._workers_left -= 1
+            if not self._workers_left:
+                self._workers_done.set()
 
     async def _run_job(self, job: tuple[str, Record]) -> None:
         kind, rec = job

@@ -135,6 +135,12 @@ class _TrioQueue:
         """Remove and return the oldest item; raise :class:`TimeoutError` if none arrives in time."""
         if timeout is None:
             return await self._receive.receive()
+        try:
+            item = self._receive.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            return item  # no checkpoint: a cancellation here would lose the item
         with trio.move_on_after(max(0.0, timeout)):
             return await self._receive.receive()
         raise TimeoutError(f"no item arrived within {timeout} s")
