@@ -21,7 +21,6 @@ backend).  Async tests are marked ``@pytest.mark.anyio`` and take ``asched``
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -77,5 +76,3 @@ def skip_or_fail(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"required service unavailable: {reason}")
     pytest.skip(reason)
-
-

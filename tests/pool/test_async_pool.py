@@ -310,7 +310,7 @@ async def test_many_tasks_nothing_lost(asched, factory):
             for _ in range(30):
                 with anyio.move_on_after(r.choice([0.001, 0.01, 1])):
                     try:
-                        async with pool.connection(timeout=r.choice([0, 0.001, 0.05])) as conn:
+                        async with pool.connection(timeout=r.choice([0, 0.001, 0.05])):
                             await anyio.sleep(r.choice([0, 0, 0.001]))
                             if r.random() < 0.2:
                                 raise OSError("broken")
