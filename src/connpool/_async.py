@@ -64,11 +64,15 @@ class AsyncPool(BasePool[C], Generic[C]):
         timeout: float | None = 30.0,
         max_waiting: int = 0,
         max_lifetime: float | None = None,
+        max_idle: float | None = None,
         max_uses: int | None = None,
         check: Callable[[C], Any] | None = None,
         check_after: float = 0.5,
         reset: Callable[[C], Any] | None = None,
         close: Callable[[C], Any] | None = None,
+        ping: Callable[[C], Any] | None = None,
+        keepalive_interval: float | None = None,
+        leak_timeout: float | None = None,
         discard_on: type[BaseException] | tuple[type[BaseException], ...] = (OSError,),
         lifo: bool = True,
         name: str | None = None,
@@ -89,11 +93,15 @@ class AsyncPool(BasePool[C], Generic[C]):
             timeout=timeout,
             max_waiting=max_waiting,
             max_lifetime=max_lifetime,
+            max_idle=max_idle,
             max_uses=max_uses,
             check=check,
             check_after=check_after,
             reset=reset,
             close=close,
+            ping=ping,
+            keepalive_interval=keepalive_interval,
+            leak_timeout=leak_timeout,
             discard_on=discard_on,
             lifo=lifo,
             name=name,
@@ -139,6 +147,7 @@ class AsyncPool(BasePool[C], Generic[C]):
             self._now = sched.monotonic
             self._changed = sched.event()
             self._stopping = sched.event()
+            self._wakeup = sched.event()
             self._jobs = sched.queue()
             self._checkpoint = sched.name == "trio" if self._checkpoint_arg is None else self._checkpoint_arg
             self._tg_cm = sched.task_group()
@@ -148,6 +157,8 @@ class AsyncPool(BasePool[C], Generic[C]):
             self._workers_left = self._num_workers
             for _ in range(self._num_workers):
                 self._tg.spawn(self._worker)
+            if self._housekeeping:
+                self._tg.spawn(self._housekeeper)
             self._after_change()
         if wait:
             await self.wait(timeout)
@@ -194,6 +205,7 @@ class AsyncPool(BasePool[C], Generic[C]):
                 await self._close_conn(rec.conn)
             return
         self._stopping.set()
+        self._wakeup.set()
         self._after_change()
         deadline = self._now() + timeout
         try:
@@ -219,6 +231,13 @@ class AsyncPool(BasePool[C], Generic[C]):
                     leftover.append(job[1].conn)
             for conn in leftover:
                 await self._close_conn(conn)
+
+    def _reset_after_fork(self) -> None:
+        super()._reset_after_fork()
+        if self._backend_arg == "auto":
+            self._sched = None
+        self._tg = self._tg_cm = self._jobs = None
+        self._in_async_with = False
 
     async def _leave_task_group(self) -> None:
         cm, self._tg_cm = self._tg_cm, None
@@ -268,8 +287,11 @@ class AsyncPool(BasePool[C], Generic[C]):
                     core.timeouts += 1
                     raise core.timeout_error(timeout or 0.0)
                 rec = await self._wait(core.enqueue(started, self._sched.event()), deadline)  # type: ignore[union-attr]
-            elif core.to_close:
-                self._after_change()
+            else:
+                if core.leak_timeout is not None:
+                    self._note_holder(rec)
+                if core.attention:
+                    self._after_change()
             check = self._hooks.check
             if check is None or now() - rec.returned < self._check_after:
                 return rec.conn  # type: ignore[no-any-return]
@@ -285,7 +307,10 @@ class AsyncPool(BasePool[C], Generic[C]):
             self._wake(core.abandon(ticket, self._now()))
             raise
         if ticket.state == SERVED:
-            return ticket.record  # type: ignore[no-any-return]
+            rec: Record = ticket.record
+            if core.leak_timeout is not None:
+                self._note_holder(rec)
+            return rec
         if ticket.state == FAILED:
             raise ticket.error
         raise core.timed_out(ticket, self._now())
@@ -357,8 +382,36 @@ class AsyncPool(BasePool[C], Generic[C]):
                 raise
             self._wake(self._core.checkin_record(rec, self._now(), discard))
             self._after_change()
+        elif kind == "ping":
+            try:
+                result = await _maybe_await(self._hooks.ping(rec.conn))  # type: ignore[misc]
+                ok = result is None or bool(result)
+            except Exception:
+                logger.info("%s: keepalive ping failed on %r", self._describe(), rec.conn, exc_info=True)
+                ok = False
+            except BaseException:
+                self._core.ping_done(rec, False, self._now())
+                self._after_change()
+                raise
+            self._wake(self._core.ping_done(rec, ok, self._now()))
+            self._after_change()
         else:
             await self._close_conn(rec.conn)
+
+    async def _housekeeper(self) -> None:
+        """Applies the time rules (lifetime, idle, keepalive, leaks) when they fall due."""
+        core = self._core
+        while not core.closed:
+            self._wakeup.clear()
+            pings, leaks = core.housekeep(self._now())
+            for rec in pings:
+                self._submit(("ping", rec))
+            for rec in leaks:
+                self._report_leak(rec)
+            self._after_change()
+            delay = core.wake_at - self._now()
+            if delay > 0:
+                await self._wakeup.wait(None if core.wake_at == math.inf else delay)
 
     async def _close_conn(self, conn: Any) -> None:
         try:

@@ -79,6 +79,7 @@ Invariants (checked by ``tests/core/test_core_stateful.py``)
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Callable
@@ -86,12 +87,23 @@ from typing import Any, Final
 
 from ._errors import PoolClosed, PoolTimeout, TooManyWaiters
 
-__all__ = ["WAITING", "SERVED", "ABANDONED", "FAILED", "Core", "Record", "Samples", "Ticket"]
+__all__ = ["ABANDONED", "FAILED", "SERVED", "WAITING", "Core", "Record", "Samples", "Ticket"]
 
 WAITING: Final = 0
 SERVED: Final = 1
 ABANDONED: Final = 2
 FAILED: Final = 3
+
+# record states
+IDLE: Final = 0
+BUSY: Final = 1  # checked out, or being reset or pinged
+CLOSED: Final = 2
+
+# deadline kinds (entries of Core.deadlines)
+_LIFETIME: Final = 0
+_IDLE: Final = 1
+_PING: Final = 2
+_LEAK: Final = 3
 
 
 class Record:
@@ -104,9 +116,16 @@ class Record:
         "expires",
         "generation",
         "holder",
+        "idle_sched",
+        "leak_sched",
         "leaked",
+        "ping_factor",
+        "ping_sched",
+        "pinged",
+        "replacing",
         "returned",
         "returning",
+        "state",
         "uses",
     )
 
@@ -121,6 +140,12 @@ class Record:
         self.returning = False  # given back, waiting for its reset hook
         self.holder: object = None  # who holds it (leak reports); set by drivers
         self.leaked = False
+        self.pinged = now  # last keepalive (or creation, or return)
+        self.replacing = False  # expired; closed once its replacement is open
+        self.state = IDLE
+        # at most one pending deadline of each kind per record (see Core.housekeep)
+        self.idle_sched = self.ping_sched = self.leak_sched = False
+        self.ping_factor = 1.0  # jitter of the keepalive interval
 
     def __repr__(self) -> str:
         return f"<Record {self.conn!r} uses={self.uses}>"
@@ -196,11 +221,15 @@ class Core:
         max_connecting: int = 4,
         max_uses: int | None = None,
         max_lifetime: float | None = None,
+        max_idle: float | None = None,
+        keepalive_interval: float | None = None,
+        leak_timeout: float | None = None,
         backoff_initial: float = 0.05,
         backoff_max: float = 5.0,
         rng: Callable[[], float] | None = None,
     ) -> None:
         validate_sizes(min_size, max_size, burst_limit)
+        self._config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.min_size = min_size
         self.max_size = max_size
         self.burst_limit = burst_limit
@@ -209,6 +238,9 @@ class Core:
         self.max_connecting = max_connecting
         self.max_uses = max_uses
         self.max_lifetime = max_lifetime
+        self.max_idle = max_idle
+        self.keepalive_interval = keepalive_interval
+        self.leak_timeout = leak_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         if rng is None:
@@ -223,8 +255,18 @@ class Core:
         self.waiting = 0
         self.connecting = 0
         self.to_close: list[Record] = []
+        self.attention = False  # to_close filled, or a deadline moved earlier: drivers look
+        self.returned_leaks: list[tuple[Record, float]] = []  # leaked checkouts now returned
         self.closed = False
         self.generation = 0
+
+        # time rules: a heap of (when, seq, kind, record), checked lazily
+        self.deadlines: list[tuple[float, int, int, Record]] = []
+        self._seq = 0
+        self.wake_at = math.inf  # when the housekeeper plans to look next
+        self.wake_early = False  # a deadline earlier than wake_at was added
+        self.replacing = 0  # expired records waiting for their replacement
+        self._track_idle = max_idle is not None or keepalive_interval is not None
 
         # health of the connect path
         self.failures = 0  # consecutive failed connects (0 after a success)
@@ -273,10 +315,13 @@ class Core:
                 self._retire(rec)
                 continue
             self.busy[id(rec.conn)] = rec
+            rec.state = BUSY
             rec.uses += 1
             rec.checked_out = now
             self.acquired += 1
             self.wait_times.add(0.0)
+            if self.leak_timeout is not None and not rec.leak_sched:
+                self._schedule_leak(rec)
             return rec
         return None
 
@@ -378,6 +423,10 @@ class Core:
             return None  # retired meanwhile by force_close()
         rec.returning = False
         self.use_times.add(now - rec.checked_out)
+        if rec.leaked:
+            rec.leaked = False
+            self.returned_leaks.append((rec, now - rec.checked_out))
+            self.attention = True
         return self._recycle(rec, now, discard)
 
     # ------------------------------------------------------------ connect
@@ -388,7 +437,7 @@ class Core:
             return 0
         pending = self.connecting
         size = len(self.idle) + len(self.busy)
-        want = max(self.waiting - pending, self.min_size - size - pending)
+        want = max(self.waiting - pending, self.min_size - (size - self.replacing) - pending)
         room = self.cap - size - pending
         n = min(want, room, self.max_connecting - pending)
         if n <= 0:
@@ -406,9 +455,14 @@ class Core:
         if self.max_lifetime is not None:
             expires = now + self.max_lifetime * (1.0 - 0.1 * self._rng())
         rec = Record(conn, now, self.generation, expires)
+        rec.ping_factor = 1.0 - 0.2 * self._rng()
         if self.closed:
             self._retire(rec)
             return None
+        if expires != math.inf:
+            self._push(expires, _LIFETIME, rec)
+        if self.replacing:
+            self._retire_replaced()
         return self._place(rec, now)
 
     def connect_failed(self, error: BaseException) -> float | None:
@@ -492,6 +546,126 @@ class Core:
         while self.idle and self.size > new_max:
             self._retire(self.idle.popleft())
 
+    # ------------------------------------------------------- time rules
+
+    def housekeep(self, now: float) -> tuple[list[Record], list[Record]]:
+        """Apply the time rules due by ``now``; returns (records to ping, newly leaked records).
+
+        Runs the deadlines that are due: a record past its lifetime is
+        retired (or, if ``min_size`` needs it, replaced first and retired when
+        the replacement is open); an idle record above ``min_size`` past
+        ``max_idle`` is closed; an idle record due for keepalive is taken out
+        of idle (the driver pings it and calls :meth:`ping_done`); a checkout
+        held past ``leak_timeout`` is reported once.  Each record has at most
+        one pending deadline of each kind, so the heap stays as small as the
+        pool.  Afterwards ``wake_at`` says when to call again.
+        """
+        pings: list[Record] = []
+        leaks: list[Record] = []
+        heap = self.deadlines
+        while heap and heap[0][0] <= now:
+            _, _, kind, rec = heapq.heappop(heap)
+            if rec.state == CLOSED:
+                continue
+            if kind == _LIFETIME:
+                if rec.state == IDLE:
+                    self._expire(rec)
+            elif kind == _IDLE:
+                rec.idle_sched = False
+                if rec.state != IDLE:
+                    continue
+                due = rec.returned + self.max_idle  # type: ignore[operator]
+                if due > now:
+                    self._schedule_idle(rec)
+                elif self.size - self.replacing > self.min_size:
+                    self.idle.remove(rec)
+                    self._retire(rec)
+                else:
+                    rec.idle_sched = True
+                    self._push(now + self.max_idle, _IDLE, rec)  # type: ignore[operator]
+            elif kind == _PING:
+                rec.ping_sched = False
+                if rec.state != IDLE:
+                    continue
+                if rec.pinged + self.keepalive_interval * rec.ping_factor > now:  # type: ignore[operator]
+                    self._schedule_idle(rec)
+                    continue
+                self.idle.remove(rec)
+                self.busy[id(rec.conn)] = rec
+                rec.state = BUSY
+                rec.returning = True  # not releasable by users
+                pings.append(rec)
+            else:  # _LEAK
+                rec.leak_sched = False
+                if rec.state != BUSY or rec.returning:
+                    continue
+                if rec.checked_out + self.leak_timeout > now:  # type: ignore[operator]
+                    self._schedule_leak(rec)
+                elif not rec.leaked:
+                    rec.leaked = True
+                    self.leaks += 1
+                    leaks.append(rec)
+        self.wake_at = heap[0][0] if heap else math.inf
+        self.wake_early = False
+        return pings, leaks
+
+    def ping_done(self, rec: Record, ok: bool, now: float) -> Ticket | None:
+        """A keepalive ping finished; a failed one closes the record (refill follows)."""
+        if self.busy.pop(id(rec.conn), None) is not rec:
+            return None  # retired meanwhile by force_close()
+        rec.returning = False
+        if not ok:
+            self.discarded += 1
+            self._retire(rec)
+            return None
+        rec.pinged = now
+        if self.closed or rec.generation != self.generation or rec.expires <= now:
+            self._retire(rec)
+            return None
+        return self._place(rec, now, touch=False)
+
+    def _expire(self, rec: Record) -> None:
+        """An idle record's lifetime ended: retire it, or replace it first if min_size needs it."""
+        if rec.replacing:
+            return
+        if self.size - self.replacing > self.min_size or self.size + self.connecting >= self.max_size:
+            self.idle.remove(rec)
+            self._retire(rec)
+        else:
+            rec.replacing = True
+            self.replacing += 1
+            self.attention = True  # plan_connects opens the replacement
+
+    def _retire_replaced(self) -> None:
+        for rec in self.idle:
+            if rec.replacing:
+                self.idle.remove(rec)
+                self._retire(rec)
+                return
+
+    def _push(self, when: float, kind: int, rec: Record) -> None:
+        self._seq += 1
+        heapq.heappush(self.deadlines, (when, self._seq, kind, rec))
+        if when < self.wake_at:
+            self.wake_at = when
+            self.wake_early = self.attention = True
+
+    def _schedule_idle(self, rec: Record) -> None:
+        if self.max_idle is not None and not rec.idle_sched:
+            rec.idle_sched = True
+            self._push(rec.returned + self.max_idle, _IDLE, rec)
+        if self.keepalive_interval is not None and not rec.ping_sched:
+            rec.ping_sched = True
+            self._push(rec.pinged + self.keepalive_interval * rec.ping_factor, _PING, rec)
+
+    def _schedule_leak(self, rec: Record) -> None:
+        rec.leak_sched = True
+        self._push(rec.checked_out + self.leak_timeout, _LEAK, rec)  # type: ignore[operator]
+
+    def after_fork(self) -> Core:
+        """A fresh core with the same settings, for a forked child (the parent's connections are dropped)."""
+        return Core(**self._config)
+
     def stats(self) -> dict[str, Any]:
         """The numbers behind :class:`connpool.PoolStats` (milliseconds for times)."""
         wait, use = self.wait_times, self.use_times
@@ -535,8 +709,12 @@ class Core:
             return None
         return self._place(rec, now)
 
-    def _place(self, rec: Record, now: float) -> Ticket | None:
-        """Give an available record to the oldest waiter, else to idle (or close it if over size)."""
+    def _place(self, rec: Record, now: float, touch: bool = True) -> Ticket | None:
+        """Give an available record to the oldest waiter, else to idle (or close it if over size).
+
+        ``touch``: the record was used (a return), so its idle and keepalive
+        timers restart; a keepalive ping does not count as use.
+        """
         if self.waiting:
             waiters = self.waiters
             while True:
@@ -547,18 +725,30 @@ class Core:
             ticket.state = SERVED
             ticket.record = rec
             self.busy[id(rec.conn)] = rec
+            rec.state = BUSY
             rec.uses += 1
             rec.checked_out = now
             self.acquired += 1
             self.wait_times.add(now - ticket.since)
+            if self.leak_timeout is not None and not rec.leak_sched:
+                self._schedule_leak(rec)
             return ticket
-        if len(self.idle) + len(self.busy) >= self.max_size:
+        if len(self.idle) + len(self.busy) >= self.max_size or (rec.replacing and self.size >= self.min_size):
             self._retire(rec)
             return None
-        rec.returned = now
+        if touch:
+            rec.returned = rec.pinged = now
+        rec.state = IDLE
         self.idle.append(rec)
+        if self._track_idle:
+            self._schedule_idle(rec)
         return None
 
     def _retire(self, rec: Record) -> None:
+        if rec.replacing:
+            rec.replacing = False
+            self.replacing -= 1
+        rec.state = CLOSED
         self.closed_count += 1
         self.to_close.append(rec)
+        self.attention = True

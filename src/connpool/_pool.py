@@ -10,6 +10,11 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
+import sys
+import threading
+import traceback
+import weakref
 from collections.abc import Callable
 from numbers import Real
 from typing import Any, Generic, TypeVar
@@ -116,6 +121,44 @@ def default_close(conn: Any) -> Any:
     return None
 
 
+_POOLS: weakref.WeakSet[BasePool[Any]] = weakref.WeakSet()
+# Connections inherited from the parent process: kept referenced so that the child
+# never closes them (not even by garbage collection) while the parent uses them.
+_FORK_ORPHANS: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_POOLS):
+        pool._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _current_holder() -> str:
+    """Who is running: the asyncio/trio task, the greenlet, or the thread."""
+    try:
+        import sniffio
+
+        library = sniffio.current_async_library()
+    except Exception:
+        library = None
+    if library == "asyncio":
+        import asyncio
+
+        return f"asyncio task {asyncio.current_task()!r}"
+    if library == "trio":
+        trio = sys.modules["trio"]
+        return f"trio task {trio.lowlevel.current_task().name!r}"
+    greenlet = sys.modules.get("greenlet")
+    if greenlet is not None:
+        current = greenlet.getcurrent()
+        if current.parent is not None:
+            return f"greenlet {current!r}"
+    return f"thread {threading.current_thread().name!r}"
+
+
 def _not_started() -> float:
     raise PoolClosed("the pool was never opened")
 
@@ -137,11 +180,15 @@ class BasePool(Generic[C]):
         timeout: float | None,
         max_waiting: int,
         max_lifetime: float | None,
+        max_idle: float | None,
         max_uses: int | None,
         check: Callable[[Any], Any] | None,
         check_after: float,
         reset: Callable[[Any], Any] | None,
         close: Callable[[Any], Any] | None,
+        ping: Callable[[Any], Any] | None,
+        keepalive_interval: float | None,
+        leak_timeout: float | None,
         discard_on: type[BaseException] | tuple[type[BaseException], ...],
         lifo: bool,
         name: str | None,
@@ -149,10 +196,15 @@ class BasePool(Generic[C]):
         max_connecting: int,
         num_workers: int,
     ) -> None:
-        self._hooks = Hooks(connect, close=close, check=check, reset=reset, ping=None)
+        self._hooks = Hooks(connect, close=close, check=check, reset=reset, ping=ping)
         check_seconds("timeout", timeout)
         check_seconds("check_after", check_after, allow_none=False)
         check_seconds("max_lifetime", max_lifetime, allow_zero=False)
+        check_seconds("max_idle", max_idle, allow_zero=False)
+        check_seconds("keepalive_interval", keepalive_interval, allow_zero=False)
+        check_seconds("leak_timeout", leak_timeout, allow_zero=False)
+        if keepalive_interval is not None and self._hooks.ping is None:
+            raise ValueError("keepalive_interval needs a ping hook (ping=..., or a connector with ping())")
         check_seconds("connect_timeout", connect_timeout, allow_zero=False)
         _check_int("max_waiting", max_waiting, 0, allow_none=False)
         _check_int("max_uses", max_uses, 1, allow_none=True)
@@ -175,7 +227,14 @@ class BasePool(Generic[C]):
             max_connecting=max_connecting,
             max_uses=max_uses,
             max_lifetime=max_lifetime,
+            max_idle=max_idle,
+            keepalive_interval=keepalive_interval if self._hooks.ping is not None else None,
+            leak_timeout=leak_timeout,
         )
+        self._housekeeping = any(
+            v is not None for v in (max_lifetime, max_idle, self._core.keepalive_interval, leak_timeout)
+        )
+        _POOLS.add(self)
         self._timeout = timeout
         self._check_after = check_after
         self._discard_on = discard_on
@@ -185,6 +244,7 @@ class BasePool(Generic[C]):
         self._lock: Any = NO_LOCK
         self._now: Callable[[], float] = _not_started
         self._changed: Any = None  # event: size grew, or the last busy connection came back
+        self._wakeup: Any = None  # event: wakes the housekeeper (set when a deadline moves earlier)
         self._opened = False
         self._finished = False  # close() completed: background workers are gone
 
@@ -232,7 +292,7 @@ class BasePool(Generic[C]):
                 return  # closed by force at the end of close(): nothing left to do
             if self._hooks.reset is None or discard:
                 ticket = core.checkin(conn, self._now(), discard)
-                if ticket is None and not core.to_close:
+                if ticket is None and not core.attention:
                     return
             else:
                 rec = core.begin_return(conn)
@@ -279,16 +339,49 @@ class BasePool(Generic[C]):
         """Carry out what the last core calls left to do: closes, connects."""
         core = self._core
         with self._lock:
+            core.attention = False
             closing = core.to_close
             if closing:
                 core.to_close = []
+            leaks = core.returned_leaks
+            if leaks:
+                core.returned_leaks = []
+            if core.wake_early and self._wakeup is not None:
+                self._wakeup.set()
             n = core.plan_connects() if self._opened else 0
+        for rec, held in leaks:
+            logger.warning(
+                "%s: leaked connection %r came back after %.3f s (leak_timeout=%s)",
+                self._describe(), rec.conn, held, core.leak_timeout,
+            )  # fmt: skip
         for rec in closing:
             self._submit(("close", rec))
         if n:
             self._spawn_connects(n)
         if core.closed and not core.busy:
             self._changed.set()
+
+    def _note_holder(self, rec: Record) -> None:
+        """Remember who checked ``rec`` out, for leak reports (only with ``leak_timeout``)."""
+        rec.holder = (_current_holder(), traceback.extract_stack(limit=20)[:-3])
+
+    def _report_leak(self, rec: Record) -> None:
+        holder, stack = rec.holder if isinstance(rec.holder, tuple) else ("unknown", [])
+        logger.warning(
+            "%s: connection %r held for more than leak_timeout=%s s by %s; acquired at:\n%s",
+            self._describe(), rec.conn, self._core.leak_timeout, holder,
+            "".join(traceback.format_list(stack)),
+        )  # fmt: skip
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's connections (never use or close them)."""
+        core = self._core
+        if core.closed:
+            return
+        _FORK_ORPHANS.extend(rec.conn for rec in (*core.idle, *core.busy.values()))
+        self._core = core.after_fork()
+        self._opened = False
+        self._finished = False
 
     def _wake(self, ticket: Ticket | None) -> None:
         if ticket is not None:

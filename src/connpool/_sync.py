@@ -55,11 +55,15 @@ class Pool(BasePool[C], Generic[C]):
         timeout: float | None = 30.0,
         max_waiting: int = 0,
         max_lifetime: float | None = None,
+        max_idle: float | None = None,
         max_uses: int | None = None,
         check: Callable[[C], bool] | None = None,
         check_after: float = 0.5,
         reset: Callable[[C], object] | None = None,
         close: Callable[[C], object] | None = None,
+        ping: Callable[[C], object] | None = None,
+        keepalive_interval: float | None = None,
+        leak_timeout: float | None = None,
         discard_on: type[BaseException] | tuple[type[BaseException], ...] = (OSError,),
         lifo: bool = True,
         name: str | None = None,
@@ -76,11 +80,15 @@ class Pool(BasePool[C], Generic[C]):
             timeout=timeout,
             max_waiting=max_waiting,
             max_lifetime=max_lifetime,
+            max_idle=max_idle,
             max_uses=max_uses,
             check=check,
             check_after=check_after,
             reset=reset,
             close=close,
+            ping=ping,
+            keepalive_interval=keepalive_interval,
+            leak_timeout=leak_timeout,
             discard_on=discard_on,
             lifo=lifo,
             name=name,
@@ -92,8 +100,19 @@ class Pool(BasePool[C], Generic[C]):
         self._now = self._sched.monotonic
         self._jobs: Any = None
         self._workers: list[Any] = []
+        self._init_runtime_state()
+
+    def _init_runtime_state(self) -> None:
+        self._lock = self._sched.lock()
+        self._jobs = None
+        self._workers = []
         self._stopping = self._sched.event()  # set by close(): wakes backoff sleepers
         self._changed = self._sched.event()  # set when size grows or the last busy one returns
+        self._wakeup = self._sched.event()  # wakes the housekeeper
+
+    def _reset_after_fork(self) -> None:
+        super()._reset_after_fork()
+        self._init_runtime_state()
 
     @property
     def backend(self) -> str:
@@ -118,6 +137,8 @@ class Pool(BasePool[C], Generic[C]):
                 self._jobs = self._sched.queue()
         if starting:
             self._workers = [self._sched.spawn(self._worker) for _ in range(self._num_workers)]
+            if self._housekeeping:
+                self._workers.append(self._sched.spawn(self._housekeeper))
             self._after_change()
         if wait:
             self.wait(timeout)
@@ -158,6 +179,7 @@ class Pool(BasePool[C], Generic[C]):
         for ticket in failed:
             ticket.waker.set()
         self._stopping.set()
+        self._wakeup.set()
         self._after_change()
         if not self._opened:
             self._finished = True
@@ -176,7 +198,7 @@ class Pool(BasePool[C], Generic[C]):
                 self._after_change()
                 break
             self._changed.wait(remaining)
-        for _ in self._workers:
+        for _ in range(self._num_workers):
             self._jobs.put(None)
         for worker in self._workers:
             worker.join(max(0.0, deadline - self._now()) + 1.0)
@@ -231,8 +253,11 @@ class Pool(BasePool[C], Generic[C]):
                     ticket = core.enqueue(started, self._sched.event())
             if rec is None:
                 rec = self._wait(ticket, deadline)
-            elif core.to_close:
-                self._after_change()
+            else:
+                if core.leak_timeout is not None:
+                    self._note_holder(rec)
+                if core.attention:
+                    self._after_change()
             check = self._hooks.check
             if check is None or now() - rec.returned < self._check_after:
                 return rec.conn  # type: ignore[no-any-return]
@@ -251,7 +276,10 @@ class Pool(BasePool[C], Generic[C]):
             raise
         with self._lock:
             if ticket.state == SERVED:
-                return ticket.record  # type: ignore[no-any-return]
+                rec: Record = ticket.record
+                if core.leak_timeout is not None:
+                    self._note_holder(rec)
+                return rec
             if ticket.state == FAILED:
                 raise ticket.error
             raise core.timed_out(ticket, self._now())
@@ -319,8 +347,44 @@ class Pool(BasePool[C], Generic[C]):
                 ticket = self._core.checkin_record(rec, self._now(), discard)
             self._wake(ticket)
             self._after_change()
+        elif kind == "ping":
+            ok = True
+            try:
+                result = self._hooks.ping(rec.conn)  # type: ignore[misc]
+                ok = result is None or bool(result)
+            except Exception:
+                logger.info("%s: keepalive ping failed on %r", self._describe(), rec.conn, exc_info=True)
+                ok = False
+            except BaseException:
+                with self._lock:
+                    self._core.ping_done(rec, False, self._now())
+                self._after_change()
+                raise
+            with self._lock:
+                ticket = self._core.ping_done(rec, ok, self._now())
+            self._wake(ticket)
+            self._after_change()
         else:
             self._close_conn(rec.conn)
+
+    def _housekeeper(self) -> None:
+        """Applies the time rules (lifetime, idle, keepalive, leaks) when they fall due."""
+        core = self._core
+        while True:
+            with self._lock:
+                if core.closed or core is not self._core:
+                    return
+                self._wakeup.clear()
+                pings, leaks = core.housekeep(self._now())
+                wake_at = core.wake_at
+            for rec in pings:
+                self._submit(("ping", rec))
+            for rec in leaks:
+                self._report_leak(rec)
+            self._after_change()
+            delay = wake_at - self._now()
+            if delay > 0:
+                self._wakeup.wait(None if wake_at == math.inf else delay)
 
     def _close_conn(self, conn: Any) -> None:
         try:

@@ -38,8 +38,14 @@ class CoreMachine(RuleBasedStateMachine):
         max_connecting=st.integers(1, 3),
         max_uses=st.integers(1, 4) | st.none(),
         max_lifetime=st.sampled_from([None, 5.0, 50.0]),
+        max_idle=st.sampled_from([None, 1.0, 20.0]),
+        keepalive=st.sampled_from([None, 2.0]),
+        leak_timeout=st.sampled_from([None, 3.0]),
     )
-    def setup(self, min_size, extra, burst, max_waiting, lifo, max_connecting, max_uses, max_lifetime):
+    def setup(
+        self, min_size, extra, burst, max_waiting, lifo, max_connecting, max_uses, max_lifetime,
+        max_idle, keepalive, leak_timeout,
+    ):  # fmt: skip
         max_size = max(1, min_size + extra)
         self.core = Core(
             min_size=min_size,
@@ -50,8 +56,12 @@ class CoreMachine(RuleBasedStateMachine):
             max_connecting=max_connecting,
             max_uses=max_uses,
             max_lifetime=max_lifetime,
+            max_idle=max_idle,
+            keepalive_interval=keepalive,
+            leak_timeout=leak_timeout,
             rng=lambda: 0.5,
         )
+        self.pinging: list = []
         self.now = 0.0
         self.pending = 0  # connect slots the driver is working on
         self.created: set[Conn] = set()
@@ -83,6 +93,25 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(dt=st.sampled_from([0.0, 0.1, 1.0, 10.0]))
     def tick(self, dt):
         self.now += dt
+
+    @rule()
+    def housekeep(self):
+        """The housekeeper wakes: due deadlines are applied."""
+        pings, leaks = self.core.housekeep(self.now)
+        for rec in pings:
+            assert rec.conn not in self.held
+            self.pinging.append(rec)
+        for rec in leaks:
+            assert rec.checked_out + self.core.leak_timeout <= self.now
+        assert self.core.wake_at > self.now
+        self.drive()
+
+    @precondition(lambda self: self.pinging)
+    @rule(ok=st.booleans())
+    def ping_done(self, ok):
+        rec = self.pinging.pop(0)
+        self.core.ping_done(rec, ok, self.now)
+        self.drive()
 
     @rule()
     def acquire(self):
@@ -224,6 +253,7 @@ class CoreMachine(RuleBasedStateMachine):
         # everything checked out was closed, including what a waiter was about to wake up with
         self.held.clear()
         self.returning.clear()
+        self.pinging.clear()
         self.tickets = [t for t in self.tickets if t.state != SERVED]
         self.drive()
 
@@ -268,8 +298,22 @@ class CoreMachine(RuleBasedStateMachine):
         assert not (idle & busy) and not (idle & self.closed_conns) and not (busy & self.closed_conns)
         assert idle | busy | self.closed_conns == self.created
         served = {t.record.conn for t in self.tickets if t.state == SERVED}
-        returning = {rec.conn for rec in self.returning if rec.conn in busy}
+        returning = {rec.conn for rec in self.returning + self.pinging if rec.conn in busy}
         assert busy == self.held | served | returning or core.closed
+
+    @invariant()
+    def record_states_and_deadlines(self):
+        from connpool._core import BUSY, IDLE
+
+        core = self.core
+        assert all(rec.state == IDLE for rec in core.idle)
+        assert all(rec.state == BUSY for rec in core.busy.values())
+        live = [*core.idle, *core.busy.values()]
+        assert core.replacing == sum(rec.replacing for rec in live)
+        # at most one pending deadline of each kind per record ever created
+        assert len(core.deadlines) <= 4 * len(self.created)
+        if not core.closed and core.deadlines:
+            assert core.wake_at <= core.deadlines[0][0] or core.wake_early
 
     @invariant()
     def closed_pool_is_quiet(self):
@@ -281,7 +325,7 @@ class CoreMachine(RuleBasedStateMachine):
     @invariant()
     def idle_are_not_expired_when_handed(self):
         for rec in self.core.busy.values():
-            assert rec.uses >= 1
+            assert rec.uses >= 1 or rec in self.pinging
             assert rec.expires == math.inf or rec.expires > rec.created
 
 

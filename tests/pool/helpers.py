@@ -161,3 +161,73 @@ def assert_consistent(sched: Any, pool: Any, factory: Factory) -> None:
 async def aassert_consistent(sched: Any, pool: Any, factory: Factory) -> None:
     """``assert_consistent`` for async tests."""
     await await_until(sched, lambda: _books(pool, factory))
+
+
+class FakeClock:
+    """A scheduler proxy with a clock the test moves: hours of pool time pass in milliseconds.
+
+    Waits with a timeout return after a few real milliseconds at most, so that
+    background tasks re-read the fake clock promptly.
+    """
+
+    def __init__(self, inner: Any, step: float = 0.002) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self.family = inner.family
+        self.now = 1000.0
+        self._step = step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def event(self) -> Any:
+        return _FastEvent(self._inner.event(), self._step, self.family)
+
+    def spawn(self, *a: Any) -> Any:
+        return self._inner.spawn(*a)
+
+    def sleep(self, s: float) -> Any:
+        return self._inner.sleep(min(s, self._step))
+
+    def queue(self) -> Any:
+        return self._inner.queue()
+
+    def timeout(self, s: float | None) -> Any:
+        return self._inner.timeout(s)
+
+    def lock(self) -> Any:
+        return self._inner.lock()
+
+    def task_group(self) -> Any:
+        return self._inner.task_group()
+
+    def running(self) -> bool:
+        return bool(self._inner.running())
+
+
+class _FastEvent:
+    def __init__(self, inner: Any, step: float, family: str) -> None:
+        self._inner = inner
+        self._step = step
+        self._async = family == "async"
+
+    def set(self) -> None:
+        self._inner.set()
+
+    def clear(self) -> None:
+        self._inner.clear()
+
+    def is_set(self) -> bool:
+        return bool(self._inner.is_set())
+
+    def wait(self, timeout: float | None = None) -> Any:
+        capped = self._step if timeout is None else min(timeout, self._step)
+        if self._async:
+            return self._inner.wait(capped)
+        return self._inner.wait(capped)

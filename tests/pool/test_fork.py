@@ -1,0 +1,99 @@
+"""After os.fork() the child's pool starts empty, works, and never touches the parent's connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+
+from connpool import AsyncPool, Pool
+
+from .helpers import Factory
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def _run_child(child) -> dict:
+    """Fork; run ``child()`` in the child and return the JSON it produced."""
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 0
+        try:
+            os.close(read_fd)
+            result = child()
+            os.write(write_fd, json.dumps(result).encode())
+        except BaseException as exc:
+            os.write(write_fd, json.dumps({"error": repr(exc)}).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    chunks = []
+    while chunk := os.read(read_fd, 65536):
+        chunks.append(chunk)
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    result = json.loads(b"".join(chunks) or b"{}")
+    assert os.waitstatus_to_exitcode(status) == 0, result
+    return result
+
+
+def test_fork_child_pool_is_fresh(sched):
+    factory = Factory()
+    with Pool(factory, backend=sched, min_size=2, max_size=3) as pool:
+        pool.wait(5)
+        parent_conns = list(factory.made)
+        held = pool.acquire()
+
+        def child():
+            stats = pool.stats()
+            with pool.connection(timeout=5) as conn:
+                new_one = conn not in parent_conns
+            pool.close()
+            return {
+                "size_after_fork": stats.size,
+                "new_connection": new_one,
+                "parent_closed_in_child": [c.closed for c in parent_conns],
+            }
+
+        result = _run_child(child)
+        assert result["size_after_fork"] == 0
+        assert result["new_connection"] is True
+        assert result["parent_closed_in_child"] == [False, False]
+        # the parent is unaffected
+        pool.release(held)
+        assert pool.stats().size == 2
+        with pool.connection(timeout=0) as conn:
+            assert conn in parent_conns
+
+
+def test_fork_with_asyncio_pool_not_sharing_a_loop():
+    factory = Factory()
+    pool = AsyncPool(factory.aconnect, backend="asyncio", min_size=1)
+
+    async def use() -> int:
+        async with pool.connection(timeout=5) as conn:
+            return conn.id
+
+    def child():
+        async def main():
+            conn_id = await use()
+            await pool.close()
+            return conn_id
+
+        return {"conn": asyncio.run(main())}
+
+    result = _run_child(child)
+    assert "conn" in result
+
+    async def parent():
+        async with pool:
+            return await use()
+
+    assert asyncio.run(parent()) >= 1
