@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -329,5 +330,5 @@ class CoreMachine(RuleBasedStateMachine):
             assert rec.expires == math.inf or rec.expires > rec.created
 
 
-CoreMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
-TestCore = CoreMachine.TestCase
+CoreMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
+TestCore = pytest.mark.timeout(300)(CoreMachine.TestCase)
