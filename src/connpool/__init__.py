@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._async import AsyncPool
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from ._proxy import Proxy
 from ._retry import retry
 from ._stats import PoolStats
 from ._sync import Pool
@@ -20,6 +21,7 @@ __all__ = [
     "PoolError",
     "PoolStats",
     "PoolTimeout",
+    "Proxy",
     "TooManyWaiters",
     "retry",
 ]

@@ -1,0 +1,32 @@
+"""Fixtures for the connector tests: the local Redis and PostgreSQL, a private redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .helpers import PrivateRedis, pg_dsn, redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> str:
+    """URL of the shared local Redis (the test is skipped, or fails in CI, without one)."""
+    return redis_url()
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> str:
+    """DSN of the shared local PostgreSQL (skip, or fail in CI, without one)."""
+    return pg_dsn()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, running; killed at the end."""
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
