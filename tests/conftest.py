@@ -20,21 +20,14 @@ backend).  Async tests are marked ``@pytest.mark.anyio`` and take ``asched``
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 
-from connpool.backends import ASYNC_BACKENDS, SYNC_BACKENDS, AsyncScheduler, SyncScheduler, get_backend
+from connpool.backends import AsyncScheduler, SyncScheduler, get_backend
+from testenv import ASYNC_ENABLED, ENABLED, MONKEY_PATCHED, REQUIRE_SERVICES, SYNC_ENABLED, skip_or_fail
 
-_DEFAULT = "threading,asyncio,trio"
-ENABLED: list[str] = [
-    name.strip() for name in os.environ.get("CONNPOOL_TEST_BACKENDS", _DEFAULT).split(",") if name.strip()
-]
-SYNC_ENABLED = [name for name in ENABLED if name in SYNC_BACKENDS]
-ASYNC_ENABLED = [name for name in ENABLED if name in ASYNC_BACKENDS]
-MONKEY_PATCHED = os.environ.get("CONNPOOL_MONKEY_PATCHED", "")
-REQUIRE_SERVICES = bool(os.environ.get("CONNPOOL_REQUIRE_SERVICES"))
+__all__ = ["ENABLED", "MONKEY_PATCHED", "REQUIRE_SERVICES", "skip_or_fail"]
 
 
 def _params(names: list[str]) -> list[Any]:
@@ -69,10 +62,3 @@ def asched(anyio_backend: str) -> AsyncScheduler:
     scheduler = get_backend(anyio_backend)
     assert isinstance(scheduler, AsyncScheduler)
     return scheduler
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip a test whose server is missing, or fail it where services are required (CI)."""
-    if REQUIRE_SERVICES:
-        pytest.fail(f"required service unavailable: {reason}")
-    pytest.skip(reason)

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from conftest import ENABLED, MONKEY_PATCHED, skip_or_fail
 from connpool._cli._report import recommend
 from connpool._cli._stats import jain, percentile
 from connpool._cli._targets import mask_password, parse_target
 from connpool.backends import available_backends
+from testenv import ENABLED, MONKEY_PATCHED, skip_or_fail
 
 # The command runs every backend in processes of its own, whatever this process
 # runs: test it once, in the default session, not again in each green session.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import MONKEY_PATCHED, skip_or_fail
+from testenv import MONKEY_PATCHED, skip_or_fail
 
 #: Where the shared servers are; override in the environment.
 REDIS_URL = os.environ.get("CONNPOOL_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
