@@ -11,12 +11,14 @@ patches at start-up would.  Then ``CONNPOOL_MONKEY_PATCHED`` and
 with the remaining arguments; the exit status is pytest's.
 
 Async tests cannot run here and are skipped: async runtimes do not belong in a
-monkey-patched process, and under eventlet ``import trio`` even fails
-(eventlet's ``GreenSocket`` has no ``sendmsg``).  So under eventlet ``trio`` is
-blocked (importing it raises ``ImportError``: ``pytest.importorskip("trio")``
-skips), anyio's pytest plugin is disabled (it imports trio) and hypothesis is
-told not to load third-party plugins (trio registers one).  pytest-timeout uses ``signal``:
-its default ``thread`` method would run in a patched (green) thread.
+monkey-patched process.  trio in particular cannot: under eventlet ``import
+trio`` fails (eventlet's ``GreenSocket`` has no ``sendmsg``), and under gevent
+``trio.run`` fails (gevent removes ``select.epoll``).  So in both runs ``trio``
+is blocked (importing it raises ``ImportError``: ``pytest.importorskip("trio")``
+skips, and connpool reports the trio backend as unavailable), anyio's pytest
+plugin is disabled (it imports trio) and hypothesis is told not to load
+third-party plugins (trio registers one).  pytest-timeout uses ``signal``: its
+default ``thread`` method would run in a patched (green) thread.
 """
 
 # The monkey-patching must come before every other import:
@@ -51,13 +53,12 @@ from typing import Any
 
 os.environ["CONNPOOL_MONKEY_PATCHED"] = RUNTIME
 os.environ["CONNPOOL_TEST_BACKENDS"] = RUNTIME
-if RUNTIME == "eventlet":
-    # ``import trio`` dies with an AttributeError under eventlet; make it a clean
-    # ImportError instead, so pytest.importorskip("trio") skips and connpool
-    # reports the trio backend as unavailable.
-    sys.modules["trio"] = None  # type: ignore[assignment]
-    # hypothesis loads third-party plugins at import, trio's among them.
-    os.environ["HYPOTHESIS_NO_PLUGINS"] = "1"
+# trio cannot work here (see above): make ``import trio`` a clean ImportError,
+# so that pytest.importorskip("trio") skips and connpool reports the trio
+# backend as unavailable, instead of failing in the middle of a test.
+sys.modules["trio"] = None  # type: ignore[assignment]
+# hypothesis loads third-party plugins at import, trio's among them.
+os.environ["HYPOTHESIS_NO_PLUGINS"] = "1"
 
 import pytest
 
@@ -81,9 +82,7 @@ class GreenRunnerPlugin:
 
 
 def main(argv: list[str]) -> int:
-    args = ["-o", "timeout_method=signal"]
-    if RUNTIME == "eventlet":
-        args += ["-p", "no:anyio"]
+    args = ["-o", "timeout_method=signal", "-p", "no:anyio"]
     return int(pytest.main(args + argv, plugins=[GreenRunnerPlugin()]))
 
 
