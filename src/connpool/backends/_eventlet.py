@@ -21,6 +21,7 @@ import eventlet.queue
 from greenlet import GreenletExit, getcurrent
 
 from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
+from ._green import GreenQueue, GreenTimeout
 from ._threading import NOOP_LOCK, _task_name
 
 __all__ = ["EventletScheduler"]
@@ -163,61 +164,6 @@ class _GreenThreadHandle:
 
 
 @final
-class _EventletQueue:
-    """An unbounded FIFO queue on :class:`eventlet.queue.LightQueue`.
-
-    ``put`` appends and schedules the hand-off to a getter on the hub: it
-    never switches.
-    """
-
-    __slots__ = ("_queue",)
-
-    def __init__(self) -> None:
-        self._queue = eventlet.queue.LightQueue()
-
-    def put(self, item: Any) -> None:
-        """Append ``item``; never blocks and never switches."""
-        self._queue.put(item)
-
-    def get(self, timeout: float | None = None) -> Any:
-        """Remove and return the oldest item; raise :class:`TimeoutError` if none arrives in time."""
-        try:
-            if timeout is not None and timeout <= 0:
-                return self._queue.get(block=False)
-            return self._queue.get(timeout=timeout)
-        except eventlet.queue.Empty:
-            raise TimeoutError(f"no item arrived within {timeout} s") from None
-
-    def qsize(self) -> int:
-        """Number of queued items."""
-        return int(self._queue.qsize())
-
-
-@final
-class _EventletTimeout:
-    """An ``eventlet.Timeout`` whose own expiry, and only that, becomes :class:`TimeoutError`."""
-
-    __slots__ = ("_seconds", "_timer")
-
-    def __init__(self, seconds: float | None) -> None:
-        self._seconds = seconds
-        self._timer: Any = None
-
-    def __enter__(self) -> None:
-        if self._seconds is not None:
-            self._timer = eventlet.Timeout(max(0.0, self._seconds))  # starts at once
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        timer = self._timer
-        if timer is None:
-            return
-        self._timer = None
-        timer.cancel()
-        if exc is timer:
-            raise TimeoutError(f"timed out after {self._seconds} s") from None
-
-
-@final
 class EventletScheduler:
     """The :class:`~connpool.backends.SyncScheduler` for eventlet.
 
@@ -247,16 +193,16 @@ class EventletScheduler:
 
     def queue(self) -> SyncQueue[Any]:
         """A new, empty unbounded queue on eventlet's own queue."""
-        return _EventletQueue()
+        return GreenQueue(eventlet.queue.LightQueue(), eventlet.queue.Empty)
 
-    def timeout(self, seconds: float | None) -> _EventletTimeout:
+    def timeout(self, seconds: float | None) -> GreenTimeout:
         """An :class:`eventlet.Timeout` turned into :class:`TimeoutError` when it, not another one, fires.
 
         The block is interrupted at its next switch point after ``seconds``.
         An unrelated ``eventlet.Timeout`` passing through is re-raised
         untouched.  ``None`` means no timeout.
         """
-        return _EventletTimeout(seconds)
+        return GreenTimeout(seconds, eventlet.Timeout, eventlet.Timeout.cancel)  # starts at once
 
     def lock(self) -> SyncLock:
         """The shared no-op lock: sections that never switch cannot interleave on eventlet."""

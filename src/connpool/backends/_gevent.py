@@ -20,6 +20,7 @@ import gevent.queue
 from greenlet import GreenletExit
 
 from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
+from ._green import GreenQueue, GreenTimeout
 from ._threading import NOOP_LOCK, _task_name
 
 __all__ = ["GeventScheduler"]
@@ -64,62 +65,10 @@ class _GreenletHandle:
         return f"<_GreenletHandle {self._greenlet!r}>"
 
 
-@final
-class _GeventQueue:
-    """An unbounded FIFO queue on :class:`gevent.queue.SimpleQueue`.
-
-    ``put`` appends and schedules the wake-up of a getter on the hub: it never
-    switches.  A getter takes its item itself once woken, so a timeout firing
-    at that moment leaves the item in the queue.
-    """
-
-    __slots__ = ("_queue",)
-
-    def __init__(self) -> None:
-        self._queue = gevent.queue.SimpleQueue()
-
-    def put(self, item: Any) -> None:
-        """Append ``item``; never blocks and never switches."""
-        self._queue.put(item)
-
-    def get(self, timeout: float | None = None) -> Any:
-        """Remove and return the oldest item; raise :class:`TimeoutError` if none arrives in time."""
-        try:
-            if timeout is not None and timeout <= 0:
-                return self._queue.get(block=False)
-            return self._queue.get(timeout=timeout)
-        except gevent.queue.Empty:
-            raise TimeoutError(f"no item arrived within {timeout} s") from None
-
-    def qsize(self) -> int:
-        """Number of queued items."""
-        return int(self._queue.qsize())
-
-
-@final
-class _GeventTimeout:
-    """A ``gevent.Timeout`` whose own expiry, and only that, becomes :class:`TimeoutError`."""
-
-    __slots__ = ("_seconds", "_timer")
-
-    def __init__(self, seconds: float | None) -> None:
-        self._seconds = seconds
-        self._timer: Any = None
-
-    def __enter__(self) -> None:
-        if self._seconds is not None:
-            timer = gevent.Timeout(max(0.0, self._seconds))
-            timer.start()
-            self._timer = timer
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        timer = self._timer
-        if timer is None:
-            return
-        self._timer = None
-        timer.close()
-        if exc is timer:
-            raise TimeoutError(f"timed out after {self._seconds} s") from None
+def _start_timeout(seconds: float) -> gevent.Timeout:
+    timer = gevent.Timeout(seconds)
+    timer.start()
+    return timer
 
 
 @final
@@ -153,16 +102,16 @@ class GeventScheduler:
 
     def queue(self) -> SyncQueue[Any]:
         """A new, empty unbounded queue on gevent's own queue."""
-        return _GeventQueue()
+        return GreenQueue(gevent.queue.SimpleQueue(), gevent.queue.Empty)
 
-    def timeout(self, seconds: float | None) -> _GeventTimeout:
+    def timeout(self, seconds: float | None) -> GreenTimeout:
         """A :class:`gevent.Timeout` turned into :class:`TimeoutError` when it, not another one, fires.
 
         The block is interrupted at its next switch point after ``seconds``.
         An unrelated ``gevent.Timeout`` passing through is re-raised untouched.
         ``None`` means no timeout.
         """
-        return _GeventTimeout(seconds)
+        return GreenTimeout(seconds, _start_timeout, gevent.Timeout.close)
 
     def lock(self) -> SyncLock:
         """The shared no-op lock: sections that never switch cannot interleave on gevent."""
