@@ -96,16 +96,14 @@ class Pool(BasePool[C], Generic[C]):
             max_connecting=max_connecting,
             num_workers=num_workers,
         )
-        self._lock = self._sched.lock()
         self._now = self._sched.monotonic
-        self._jobs: Any = None
-        self._workers: list[Any] = []
         self._init_runtime_state()
 
     def _init_runtime_state(self) -> None:
+        """Locks, events and worker slots: made at construction, and anew in a forked child."""
         self._lock = self._sched.lock()
-        self._jobs = None
-        self._workers = []
+        self._jobs: Any = None
+        self._workers: list[Any] = []
         self._stopping = self._sched.event()  # set by close(): wakes backoff sleepers
         self._changed = self._sched.event()  # set when size grows or the last busy one returns
         self._wakeup = self._sched.event()  # wakes the housekeeper
