@@ -145,7 +145,7 @@ def test_discard_wakes_waiter_with_a_new_connection(sched, factory):
         assert task.join(5)
         [(_, got)] = results
         assert isinstance(got, FakeConn) and got is not held
-        assert held.closed
+        wait_until(sched, lambda: held.closed)  # closing is background work
         assert pool.stats().discarded == 1
         assert_consistent(sched, pool, factory)
 
