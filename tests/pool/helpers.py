@@ -82,25 +82,24 @@ class AsyncInterruptingEvent(InterruptingEvent):
         raise Interrupt
 
 
-class ArmedScheduler:
-    """A scheduler proxy whose events, while armed, are interrupting ones."""
+class SchedulerProxy:
+    """Forwards every scheduler member to ``inner``; subclasses override what they change.
+
+    The protocol's members are spelled out so that ``isinstance`` checks against
+    the scheduler protocols pass.
+    """
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.name = inner.name
         self.family = inner.family
-        self.armed = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def event(self) -> Any:
-        event = self._inner.event()
-        if not self.armed:
-            return event
-        return AsyncInterruptingEvent(event) if self.family == "async" else InterruptingEvent(event)
+        return self._inner.event()
 
-    # the protocol's other members, forwarded explicitly so isinstance() checks pass
     def spawn(self, *a: Any) -> Any:
         return self._inner.spawn(*a)
 
@@ -124,6 +123,20 @@ class ArmedScheduler:
 
     def running(self) -> bool:
         return bool(self._inner.running())
+
+
+class ArmedScheduler(SchedulerProxy):
+    """A scheduler proxy whose events, while armed, are interrupting ones."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.armed = False
+
+    def event(self) -> Any:
+        event = self._inner.event()
+        if not self.armed:
+            return event
+        return AsyncInterruptingEvent(event) if self.family == "async" else InterruptingEvent(event)
 
 
 def wait_until(sched: Any, predicate: Any, timeout: float = 5.0) -> None:
@@ -163,7 +176,7 @@ async def aassert_consistent(sched: Any, pool: Any, factory: Factory) -> None:
     await await_until(sched, lambda: _books(pool, factory))
 
 
-class FakeClock:
+class FakeClock(SchedulerProxy):
     """A scheduler proxy with a clock the test moves: hours of pool time pass in milliseconds.
 
     Waits with a timeout return after a few real milliseconds at most, so that
@@ -171,14 +184,9 @@ class FakeClock:
     """
 
     def __init__(self, inner: Any, step: float = 0.002) -> None:
-        self._inner = inner
-        self.name = inner.name
-        self.family = inner.family
+        super().__init__(inner)
         self.now = 1000.0
         self._step = step
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     def monotonic(self) -> float:
         return self.now
@@ -187,35 +195,18 @@ class FakeClock:
         self.now += seconds
 
     def event(self) -> Any:
-        return _FastEvent(self._inner.event(), self._step, self.family)
-
-    def spawn(self, *a: Any) -> Any:
-        return self._inner.spawn(*a)
+        return _FastEvent(self._inner.event(), self._step)
 
     def sleep(self, s: float) -> Any:
         return self._inner.sleep(min(s, self._step))
 
-    def queue(self) -> Any:
-        return self._inner.queue()
-
-    def timeout(self, s: float | None) -> Any:
-        return self._inner.timeout(s)
-
-    def lock(self) -> Any:
-        return self._inner.lock()
-
-    def task_group(self) -> Any:
-        return self._inner.task_group()
-
-    def running(self) -> bool:
-        return bool(self._inner.running())
-
 
 class _FastEvent:
-    def __init__(self, inner: Any, step: float, family: str) -> None:
+    """An event whose waits last at most ``step`` real seconds (the caller re-checks the fake clock)."""
+
+    def __init__(self, inner: Any, step: float) -> None:
         self._inner = inner
         self._step = step
-        self._async = family == "async"
 
     def set(self) -> None:
         self._inner.set()
@@ -227,7 +218,5 @@ class _FastEvent:
         return bool(self._inner.is_set())
 
     def wait(self, timeout: float | None = None) -> Any:
-        capped = self._step if timeout is None else min(timeout, self._step)
-        if self._async:
-            return self._inner.wait(capped)
-        return self._inner.wait(capped)
+        # sync: the result; async: the coroutine, awaited by the caller
+        return self._inner.wait(self._step if timeout is None else min(timeout, self._step))
