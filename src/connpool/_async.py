@@ -29,6 +29,15 @@ logger = logging.getLogger("connpool")
 C = TypeVar("C")
 
 
+def _sleep_zero(sched: AsyncScheduler) -> Callable[[], Awaitable[None]]:
+    """A checkpoint for a scheduler without ``checkpoint()``: ``sleep(0)``."""
+
+    def checkpoint() -> Awaitable[None]:
+        return sched.sleep(0)
+
+    return checkpoint
+
+
 async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
@@ -113,6 +122,7 @@ class AsyncPool(BasePool[C], Generic[C]):
             raise TypeError(f"checkpoint must be True, False or None, got {checkpoint!r}")
         self._checkpoint_arg = checkpoint
         self._checkpoint = False
+        self._checkpoint_now: Callable[[], Awaitable[None]] = _sleep_zero(self._sched)  # type: ignore[arg-type]
         self._tg: Any = None
         self._tg_cm: Any = None
         self._jobs: Any = None
@@ -145,6 +155,8 @@ class AsyncPool(BasePool[C], Generic[C]):
                     "(it owns a nursery for its background tasks)"
                 )
             self._now = sched.monotonic
+            self._setup_waits(sched)
+            self._checkpoint_now = getattr(sched, "checkpoint", None) or _sleep_zero(sched)
             self._changed = sched.event()
             self._stopping = sched.event()
             self._wakeup = sched.event()
@@ -157,7 +169,7 @@ class AsyncPool(BasePool[C], Generic[C]):
             self._workers_left = self._num_workers
             for _ in range(self._num_workers):
                 self._tg.spawn(self._worker)
-            if self._housekeeping:
+            if self._housekeeping or self._managed:
                 self._tg.spawn(self._housekeeper)
             self._after_change()
         if wait:
@@ -270,24 +282,33 @@ class AsyncPool(BasePool[C], Generic[C]):
         """
         if not self._opened:
             await self.open()
-        if self._checkpoint:
-            await self._sched.sleep(0)  # type: ignore[union-attr]
-        if timeout is UNSET:
-            timeout = self._timeout
         core = self._core
         now = self._now
-        deadline = math.inf
+        deadline = -1.0  # set when the first wait starts
         while True:
             rec = core.checkout(now())
             if rec is None:
                 started = now()
-                if deadline == math.inf and timeout is not None:
-                    deadline = started + timeout
+                if deadline < 0:
+                    if timeout is UNSET:
+                        timeout = self._timeout
+                    deadline = math.inf if timeout is None else started + timeout
                 if started >= deadline:
                     core.timeouts += 1
+                    if self._checkpoint:
+                        await self._checkpoint_now()
                     raise core.timeout_error(timeout or 0.0)
-                rec = await self._wait(core.enqueue(started, self._sched.event()), deadline)  # type: ignore[union-attr]
+                rec = await self._wait(core.enqueue(started, self._new_waker(), deadline, self._managed))
             else:
+                if self._checkpoint:
+                    # One yield per acquire, as trio requires; waiting was one already.
+                    try:
+                        await self._checkpoint_now()
+                    except BaseException:
+                        self._wake(core.unget(rec, now()))
+                        if core.attention:
+                            self._after_change()
+                        raise
                 if core.leak_timeout is not None:
                     self._note_holder(rec)
                 if core.attention:
@@ -298,13 +319,19 @@ class AsyncPool(BasePool[C], Generic[C]):
             if await self._run_check(check, rec):
                 return rec.conn  # type: ignore[no-any-return]
 
-    async def _wait(self, ticket: Any, deadline: float) -> Record:
+    async def _wait(self, ticket: Any) -> Record:
         core = self._core
-        self._after_change()  # starts the connects this waiter may need
+        if core.attention:
+            self._after_change()  # starts the connects this waiter may need, wakes the housekeeper
         try:
-            await ticket.waker.wait(None if deadline == math.inf else max(0.0, deadline - self._now()))
+            if ticket.managed or ticket.deadline == math.inf:
+                await ticket.waker.wait(None)
+            else:
+                await ticket.waker.wait(max(0.0, ticket.deadline - self._now()))
         except BaseException:
             self._wake(core.abandon(ticket, self._now()))
+            if core.attention:
+                self._after_change()
             raise
         if ticket.state == SERVED:
             rec: Record = ticket.record
@@ -403,7 +430,9 @@ class AsyncPool(BasePool[C], Generic[C]):
         core = self._core
         while not core.closed:
             self._wakeup.clear()
-            pings, leaks = core.housekeep(self._now())
+            pings, leaks, expired = core.housekeep(self._now())
+            for ticket in expired:
+                ticket.waker.set()
             for rec in pings:
                 self._submit(("ping", rec))
             for rec in leaks:

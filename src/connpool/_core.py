@@ -28,9 +28,17 @@ Vocabulary
 *ticket*
     A :class:`Ticket` stands for one caller waiting in ``acquire``.  Tickets
     queue in FIFO order.  A ticket is WAITING, then exactly one of SERVED
-    (a connection was handed to it), ABANDONED (its caller gave up) or FAILED
-    (the pool closed).  The driver attaches a *waker* (a scheduler event) that
-    it sets when a method returns the ticket.
+    (a connection was handed to it), ABANDONED (its caller gave up), EXPIRED
+    (its deadline passed, found by :meth:`Core.housekeep`) or FAILED (the pool
+    closed).  The driver attaches a *waker* (a scheduler waiter or event) that
+    it wakes when a method returns the ticket.
+*timed*
+    Waiting tickets whose deadline the housekeeper watches instead of a timer
+    of their own.  Callers mostly wait with the same timeout, so deadlines
+    arrive in order: a ticket joins ``timed`` when its deadline is not earlier
+    than the last one there, which keeps ``timed`` sorted, and only its head
+    matters.  One wake-up of the housekeeper then serves every such waiter,
+    where a timer per wait would cost a heap push and a cancel each time.
 *connecting*
     The number of connection attempts in flight.  The core reserves a slot
     when it asks for a connect (:meth:`Core.plan_connects`) and frees it when
@@ -87,12 +95,13 @@ from typing import Any, Final
 
 from ._errors import PoolClosed, PoolTimeout, TooManyWaiters
 
-__all__ = ["ABANDONED", "FAILED", "SERVED", "WAITING", "Core", "Record", "Samples", "Ticket"]
+__all__ = ["ABANDONED", "EXPIRED", "FAILED", "SERVED", "WAITING", "Core", "Record", "Samples", "Ticket"]
 
 WAITING: Final = 0
 SERVED: Final = 1
 ABANDONED: Final = 2
 FAILED: Final = 3
+EXPIRED: Final = 4
 
 # record states
 IDLE: Final = 0
@@ -154,37 +163,50 @@ class Record:
 class Ticket:
     """A caller waiting for a connection."""
 
-    __slots__ = ("error", "record", "since", "state", "waker")
+    __slots__ = ("deadline", "error", "managed", "record", "since", "state", "waker")
 
-    def __init__(self, waker: Any, now: float) -> None:
+    def __init__(self, waker: Any, now: float, deadline: float) -> None:
         self.state: int = WAITING
         self.record: Record | None = None
         self.error: BaseException | None = None
         self.waker = waker
         self.since = now
+        self.deadline = deadline
+        self.managed = False  # in Core.timed: the housekeeper expires it, no timer of its own
 
 
 class Samples:
-    """The last ``size`` values of a measurement, for percentiles (``size`` a power of two)."""
+    """The last ``size`` values of a measurement, for percentiles (``size`` a power of two).
 
-    __slots__ = ("_mask", "count", "max", "values")
+    ``zeros`` counts values known to be 0 that were not stored (a checkout
+    that found an idle connection did not wait): :meth:`percentile` weighs
+    them in by their share of all values, so the fast path stores nothing.
+    """
+
+    __slots__ = ("_mask", "count", "max", "values", "zeros")
 
     def __init__(self, size: int = 1024) -> None:
         self.values = [0.0] * size
         self._mask = size - 1
         self.count = 0
+        self.zeros = 0
         self.max = 0.0
 
     def add(self, value: float) -> None:
         self.values[self.count & self._mask] = value
         self.count += 1
-        self.max = max(self.max, value)
+        if value > self.max:  # noqa: PLR1730 (cheaper than a call to max() on the hot path)
+            self.max = value
 
     def percentile(self, q: float) -> float:
-        """The ``q`` quantile (0..1) of the retained values; 0.0 when empty."""
+        """The ``q`` quantile (0..1) of the values (stored ones and ``zeros``); 0.0 when empty."""
         n = min(self.count, len(self.values))
         if not n:
             return 0.0
+        zero_share = self.zeros / (self.zeros + self.count)
+        if q <= zero_share:
+            return 0.0
+        q = (q - zero_share) / (1.0 - zero_share)
         ordered = sorted(self.values[:n])
         return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
 
@@ -252,6 +274,7 @@ class Core:
         self.idle: deque[Record] = deque()
         self.busy: dict[int, Record] = {}
         self.waiters: deque[Ticket] = deque()
+        self.timed: deque[Ticket] = deque()  # managed waiting tickets, by deadline (see *timed*)
         self.waiting = 0
         self.connecting = 0
         self.to_close: list[Record] = []
@@ -319,25 +342,41 @@ class Core:
             rec.uses += 1
             rec.checked_out = now
             self.acquired += 1
-            self.wait_times.add(0.0)
+            self.wait_times.zeros += 1
             if self.leak_timeout is not None and not rec.leak_sched:
                 self._schedule_leak(rec)
             return rec
         return None
 
-    def enqueue(self, now: float, waker: Any) -> Ticket:
-        """Queue a caller that found no idle connection.
+    def enqueue(self, now: float, waker: Any, deadline: float = math.inf, managed: bool = False) -> Ticket:
+        """Queue a caller that found no idle connection, to wait until ``deadline``.
 
         Raises :class:`TooManyWaiters` when ``max_waiting`` callers already
-        wait.  The driver should then call :meth:`plan_connects`.
+        wait.  With ``managed`` the ticket joins ``timed`` when its deadline
+        keeps that queue sorted (``ticket.managed`` says whether it did):
+        :meth:`housekeep` then expires it, and the driver waits without a
+        timer.  Sets ``attention`` when the driver should call
+        :meth:`plan_connects` (the pool has room to grow) or wake the
+        housekeeper earlier (``wake_early``).
         """
         if self.closed:
             raise PoolClosed("the pool is closed")
         if self.max_waiting and self.waiting >= self.max_waiting:
             raise TooManyWaiters(f"{self.waiting} callers already waiting (max_waiting={self.max_waiting})")
-        ticket = Ticket(waker, now)
+        ticket = Ticket(waker, now, deadline)
         self.waiters.append(ticket)
         self.waiting += 1
+        if managed and deadline != math.inf:
+            timed = self.timed
+            if not timed or deadline >= timed[-1].deadline:
+                timed.append(ticket)
+                ticket.managed = True
+                if deadline < self.wake_at:
+                    self.wake_at = deadline
+                    self.wake_early = self.attention = True
+        pending = self.connecting
+        if pending < self.max_connecting and len(self.idle) + len(self.busy) + pending < self.cap:
+            self.attention = True  # room to grow: plan_connects may start one for this waiter
         return ticket
 
     def abandon(self, ticket: Ticket, now: float) -> Ticket | None:
@@ -350,25 +389,41 @@ class Core:
         ticket.state = ABANDONED
         if state == WAITING:
             self.waiting -= 1
-            if len(self.waiters) > 2 * self.waiting + 32:
-                self.waiters = deque(t for t in self.waiters if t.state == WAITING)
+            self._compact()
             return None
         if state == SERVED:
             rec = ticket.record
             ticket.record = None
             assert rec is not None
-            if self.busy.pop(id(rec.conn), None) is not rec:
-                return None  # retired meanwhile by force_close()
-            rec.uses -= 1
-            self.acquired -= 1
-            return self._recycle(rec, now, False)
+            return self.unget(rec, now)
         return None
+
+    def unget(self, rec: Record, now: float) -> Ticket | None:
+        """Take back a record handed out to a caller who never got it (cancelled on the way).
+
+        As if the checkout had not happened: the use is not counted, and the
+        record goes to the oldest waiter or to idle.  Returns the ticket to
+        wake, if any.
+        """
+        if self.busy.pop(id(rec.conn), None) is not rec:
+            return None  # retired meanwhile by force_close()
+        rec.uses -= 1
+        self.acquired -= 1
+        return self._recycle(rec, now, False)
+
+    def _compact(self) -> None:
+        """Drop tickets no longer waiting from the queues once they outnumber the waiting ones."""
+        if len(self.waiters) > 2 * self.waiting + 32:
+            self.waiters = deque(t for t in self.waiters if t.state == WAITING)
+        if len(self.timed) > 2 * self.waiting + 32:
+            self.timed = deque(t for t in self.timed if t.state == WAITING)
 
     def timed_out(self, ticket: Ticket, now: float) -> PoolTimeout:
         """Abandon a ticket whose wait expired and build the error to raise.
 
         The caller must check ``ticket.state == SERVED`` first (a connection
         that arrived together with the timeout is taken, not thrown away).
+        An EXPIRED ticket has left the queue already.
         """
         self.abandon(ticket, now)
         self.timeouts += 1
@@ -517,6 +572,7 @@ class Core:
                 ticket.error = PoolClosed("the pool was closed while waiting for a connection")
                 failed.append(ticket)
         self.waiters.clear()
+        self.timed.clear()
         self.waiting = 0
         return failed
 
@@ -548,8 +604,10 @@ class Core:
 
     # ------------------------------------------------------- time rules
 
-    def housekeep(self, now: float) -> tuple[list[Record], list[Record]]:
-        """Apply the time rules due by ``now``; returns (records to ping, newly leaked records).
+    def housekeep(self, now: float) -> tuple[list[Record], list[Record], list[Ticket]]:
+        """Apply the time rules due by ``now``.
+
+        Returns (records to ping, newly leaked records, EXPIRED tickets to wake).
 
         Runs the deadlines that are due: a record past its lifetime is
         retired (or, if ``min_size`` needs it, replaced first and retired when
@@ -558,10 +616,25 @@ class Core:
         of idle (the driver pings it and calls :meth:`ping_done`); a checkout
         held past ``leak_timeout`` is reported once.  Each record has at most
         one pending deadline of each kind, so the heap stays as small as the
-        pool.  Afterwards ``wake_at`` says when to call again.
+        pool.  Managed tickets (``timed``) whose deadline passed leave the
+        queue as EXPIRED; their callers raise :class:`PoolTimeout`.
+        Afterwards ``wake_at`` says when to call again.
         """
         pings: list[Record] = []
         leaks: list[Record] = []
+        expired: list[Ticket] = []
+        timed = self.timed
+        while timed:
+            ticket = timed[0]
+            if ticket.state == WAITING:
+                if ticket.deadline > now:
+                    break
+                ticket.state = EXPIRED
+                self.waiting -= 1
+                expired.append(ticket)
+            timed.popleft()
+        if expired:
+            self._compact()
         heap = self.deadlines
         while heap and heap[0][0] <= now:
             _, _, kind, rec = heapq.heappop(heap)
@@ -606,8 +679,10 @@ class Core:
                     self.leaks += 1
                     leaks.append(rec)
         self.wake_at = heap[0][0] if heap else math.inf
+        if timed and timed[0].deadline < self.wake_at:
+            self.wake_at = timed[0].deadline
         self.wake_early = False
-        return pings, leaks
+        return pings, leaks, expired
 
     def ping_done(self, rec: Record, ok: bool, now: float) -> Ticket | None:
         """A keepalive ping finished; a failed one closes the record (refill follows)."""
@@ -724,6 +799,10 @@ class Core:
             self.waiting -= 1
             ticket.state = SERVED
             ticket.record = rec
+            if ticket.managed:  # usually the head of ``timed``: drop it and any stale ones behind
+                timed = self.timed
+                while timed and timed[0].state != WAITING:
+                    timed.popleft()
             self.busy[id(rec.conn)] = rec
             rec.state = BUSY
             rec.uses += 1

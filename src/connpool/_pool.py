@@ -46,6 +46,12 @@ class _NoLock:
 
     __slots__ = ()
 
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
     def __enter__(self) -> None:
         return None
 
@@ -247,6 +253,19 @@ class BasePool(Generic[C]):
         self._wakeup: Any = None  # event: wakes the housekeeper (set when a deadline moves earlier)
         self._opened = False
         self._finished = False  # close() completed: background workers are gone
+        self._new_waker: Callable[[], Any] = _not_started
+        self._managed = False  # the housekeeper expires waiters' deadlines (no timer per wait)
+
+    def _setup_waits(self, sched: Any) -> None:
+        """Choose how callers wait on ``sched``.
+
+        Each wait blocks on a one-shot ``waiter()`` (an ``event()`` if the
+        scheduler has none).  Except on threading, where a timed lock acquire
+        costs nothing, deadlines are left to the housekeeper (see
+        ``Core.timed``): a timer per wait costs a heap push and a cancel.
+        """
+        self._new_waker = getattr(sched, "waiter", None) or sched.event
+        self._managed = sched.name != "threading"
 
     # ------------------------------------------------------------ properties
 
@@ -286,23 +305,25 @@ class BasePool(Generic[C]):
         not hand out, or one already released.
         """
         core = self._core
-        rec = None
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if core.closed and self._finished and id(conn) not in core.busy:
                 return  # closed by force at the end of close(): nothing left to do
-            if self._hooks.reset is None or discard:
+            if discard or self._hooks.reset is None:
                 ticket = core.checkin(conn, self._now(), discard)
-                if ticket is None and not core.attention:
-                    return
+                rec = None
             else:
                 rec = core.begin_return(conn)
-                ticket = None
-        if ticket is None and rec is not None:
+        finally:
+            lock.release()
+        if rec is not None:
             self._submit(("reset", rec))
             return
         if ticket is not None:
             ticket.waker.set()
-        self._after_change()
+        if core.attention:
+            self._after_change()
 
     def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
         """Change ``min_size`` and/or ``max_size`` at run time (same rules as the constructor)."""

@@ -97,6 +97,7 @@ class Pool(BasePool[C], Generic[C]):
             num_workers=num_workers,
         )
         self._now = self._sched.monotonic
+        self._setup_waits(self._sched)
         self._init_runtime_state()
 
     def _init_runtime_state(self) -> None:
@@ -135,7 +136,7 @@ class Pool(BasePool[C], Generic[C]):
                 self._jobs = self._sched.queue()
         if starting:
             self._workers = [self._sched.spawn(self._worker) for _ in range(self._num_workers)]
-            if self._housekeeping:
+            if self._housekeeping or self._managed:
                 self._workers.append(self._sched.spawn(self._housekeeper))
             self._after_change()
         if wait:
@@ -232,25 +233,29 @@ class Pool(BasePool[C], Generic[C]):
         """
         if not self._opened:
             self.open()
-        if timeout is UNSET:
-            timeout = self._timeout
         core = self._core
         lock = self._lock
         now = self._now
-        deadline = math.inf
+        deadline = -1.0  # set when the first wait starts
         while True:
-            with lock:
+            ticket = None
+            lock.acquire()
+            try:
                 rec = core.checkout(now())
                 if rec is None:
                     started = now()
-                    if deadline == math.inf and timeout is not None:
-                        deadline = started + timeout
+                    if deadline < 0:
+                        if timeout is UNSET:
+                            timeout = self._timeout
+                        deadline = math.inf if timeout is None else started + timeout
                     if started >= deadline:
                         core.timeouts += 1
                         raise core.timeout_error(timeout or 0.0)
-                    ticket = core.enqueue(started, self._sched.event())
+                    ticket = core.enqueue(started, self._new_waker(), deadline, self._managed)
+            finally:
+                lock.release()
             if rec is None:
-                rec = self._wait(ticket, deadline)
+                rec = self._wait(ticket)
             else:
                 if core.leak_timeout is not None:
                     self._note_holder(rec)
@@ -262,15 +267,21 @@ class Pool(BasePool[C], Generic[C]):
             if self._run_check(check, rec):
                 return rec.conn  # type: ignore[no-any-return]
 
-    def _wait(self, ticket: Any, deadline: float) -> Record:
+    def _wait(self, ticket: Any) -> Record:
         core = self._core
-        self._after_change()  # starts the connects this waiter may need
+        if core.attention:
+            self._after_change()  # starts the connects this waiter may need, wakes the housekeeper
         try:
-            ticket.waker.wait(None if deadline == math.inf else max(0.0, deadline - self._now()))
+            if ticket.managed or ticket.deadline == math.inf:
+                ticket.waker.wait(None)
+            else:
+                ticket.waker.wait(max(0.0, ticket.deadline - self._now()))
         except BaseException:
             with self._lock:
                 passed_on = core.abandon(ticket, self._now())
             self._wake(passed_on)
+            if core.attention:
+                self._after_change()
             raise
         with self._lock:
             if ticket.state == SERVED:
@@ -366,15 +377,17 @@ class Pool(BasePool[C], Generic[C]):
             self._close_conn(rec.conn)
 
     def _housekeeper(self) -> None:
-        """Applies the time rules (lifetime, idle, keepalive, leaks) when they fall due."""
+        """Applies the time rules (lifetime, idle, keepalive, leaks, waiters' deadlines) when due."""
         core = self._core
         while True:
             with self._lock:
                 if core.closed or core is not self._core:
                     return
                 self._wakeup.clear()
-                pings, leaks = core.housekeep(self._now())
+                pings, leaks, expired = core.housekeep(self._now())
                 wake_at = core.wake_at
+            for ticket in expired:
+                ticket.waker.set()
             for rec in pings:
                 self._submit(("ping", rec))
             for rec in leaks:

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from connpool.backends import ASYNC_BACKENDS, AsyncEvent, AsyncQueue, AsyncScheduler, get_backend
+from connpool.backends import ASYNC_BACKENDS, AsyncEvent, AsyncQueue, AsyncScheduler, AsyncWaiter, get_backend
 
 # The same selection as tests/conftest.py (which is not importable as a module).
 ASYNC_ENABLED = [
@@ -188,6 +188,57 @@ async def test_event_wait_cancellation_propagates(asched: AsyncScheduler) -> Non
     event.set()  # the cancelled waiter is gone: nothing to wake, nothing breaks
     await asched.sleep(0)
     assert await event.wait(0) is True
+
+
+# ----------------------------------------------------------------- waiter
+
+
+@pytest.mark.anyio
+async def test_waiter_set_before_wait_returns_at_once(asched: AsyncScheduler) -> None:
+    waiter = asched.waiter()  # type: ignore[attr-defined]
+    assert isinstance(waiter, AsyncWaiter)
+    waiter.set()
+    waiter.set()  # a second set is harmless
+    with anyio.fail_after(1.0):
+        assert await waiter.wait(LONG) is True
+
+
+@pytest.mark.anyio
+async def test_waiter_set_from_another_task(asched: AsyncScheduler) -> None:
+    for timeout in (None, LONG):
+        waiter = asched.waiter()  # type: ignore[attr-defined]
+        got: list[bool] = []
+
+        async def wait_for_it(waiter: Any = waiter, timeout: float | None = timeout) -> None:
+            got.append(await waiter.wait(timeout))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_for_it)
+            await asched.sleep(0.01)
+            assert got == []
+            waiter.set()  # a plain call
+        assert got == [True]
+
+
+@pytest.mark.anyio
+async def test_waiter_timeout_returns_false_and_a_late_set_is_harmless(asched: AsyncScheduler) -> None:
+    waiter = asched.waiter()  # type: ignore[attr-defined]
+    started = time.monotonic()
+    assert await waiter.wait(SHORT) is False
+    assert time.monotonic() - started >= SHORT * 0.9
+    waiter.set()
+    await asched.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_waiter_cancellation_propagates_and_a_late_set_is_harmless(asched: AsyncScheduler) -> None:
+    for timeout in (None, LONG):
+        waiter = asched.waiter()  # type: ignore[attr-defined]
+        with anyio.move_on_after(0.02) as scope:
+            await waiter.wait(timeout)
+        assert scope.cancelled_caught
+        waiter.set()  # the cancelled task is gone: nothing to reschedule
+        await asched.sleep(0.01)
 
 
 # ------------------------------------------------------------------ queue

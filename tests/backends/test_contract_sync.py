@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from connpool.backends import SyncEvent, SyncLock, SyncQueue, SyncScheduler, TaskHandle
+from connpool.backends import SyncEvent, SyncLock, SyncQueue, SyncScheduler, SyncWaiter, TaskHandle
 
 GREEN = ("gevent", "eventlet")
 SHORT = 0.05  # a timeout that is meant to expire
@@ -180,6 +180,81 @@ def test_green_event_waiter_interrupted_is_not_woken_later(sched: SyncScheduler)
     sched.sleep(0.01)
     event.clear()
     assert event.wait(0.01) is False
+
+
+# ----------------------------------------------------------------- waiter
+
+
+def test_waiter_set_before_wait_returns_at_once(sched: SyncScheduler) -> None:
+    waiter = sched.waiter()  # type: ignore[attr-defined]
+    assert isinstance(waiter, SyncWaiter)
+    waiter.set()
+    waiter.set()  # a second set is harmless
+    started = time.monotonic()
+    assert waiter.wait(LONG) is True
+    assert time.monotonic() - started < 1.0
+
+
+def test_waiter_set_from_spawned_task(sched: SyncScheduler) -> None:
+    waiter = sched.waiter()  # type: ignore[attr-defined]
+    parked = sched.event()
+
+    def wake() -> None:
+        parked.wait(LONG)
+        sched.sleep(0.01)  # let the main task park in wait()
+        waiter.set()
+
+    handle = sched.spawn(wake)
+    parked.set()
+    assert waiter.wait(LONG) is True
+    assert handle.join(LONG)
+
+
+def test_waiter_without_timeout_waits_for_set(sched: SyncScheduler) -> None:
+    waiter = sched.waiter()  # type: ignore[attr-defined]
+    got: list[bool] = []
+    handle = sched.spawn(lambda: got.append(waiter.wait(None)))
+    sched.sleep(0.02)
+    assert got == []
+    waiter.set()
+    assert handle.join(LONG)
+    assert got == [True]
+
+
+def test_waiter_timeout_returns_false_and_a_late_set_is_harmless(sched: SyncScheduler) -> None:
+    waiter = sched.waiter()  # type: ignore[attr-defined]
+    started = time.monotonic()
+    assert waiter.wait(SHORT) is False
+    assert time.monotonic() - started >= SHORT * 0.9
+    waiter.set()  # nobody waits any more: nothing to wake, nothing breaks
+    sched.sleep(0.01)
+
+
+def test_green_waiter_set_never_switches(sched: SyncScheduler) -> None:
+    require_green(sched)
+    waiter = sched.waiter()  # type: ignore[attr-defined]
+    got: list[bool] = []
+    handle = sched.spawn(lambda: got.append(waiter.wait(LONG)))
+    sched.sleep(0.01)  # the waiter parks
+    waiter.set()
+    assert got == []  # set() did not switch to the waiter
+    assert handle.join(LONG)
+    assert got == [True]
+
+
+def test_green_waiter_interrupted_is_not_woken_later(sched: SyncScheduler) -> None:
+    require_green(sched)
+    waiter = sched.waiter()  # type: ignore[attr-defined]
+    timer = native_timeout(sched, 0.01)
+    try:
+        with pytest.raises(native_timeout_class(sched)) as info:
+            waiter.wait(LONG)
+    finally:
+        timer.cancel()
+    assert info.value is timer
+    waiter.set()  # must not switch into this greenlet, which is no longer waiting
+    other = sched.waiter()
+    assert other.wait(0.02) is False  # a stray switch would end this wait early, or with True
 
 
 # ------------------------------------------------------------------ queue

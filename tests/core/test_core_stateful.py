@@ -15,7 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from connpool._core import ABANDONED, FAILED, SERVED, WAITING, Core, Ticket
+from connpool._core import ABANDONED, EXPIRED, FAILED, SERVED, WAITING, Core, Ticket
 from connpool._errors import PoolClosed, TooManyWaiters
 
 
@@ -98,7 +98,13 @@ class CoreMachine(RuleBasedStateMachine):
     @rule()
     def housekeep(self):
         """The housekeeper wakes: due deadlines are applied."""
-        pings, leaks = self.core.housekeep(self.now)
+        pings, leaks, expired = self.core.housekeep(self.now)
+        for ticket in expired:
+            assert ticket.managed and ticket.deadline <= self.now
+            assert ticket.state == EXPIRED
+            # the waiter wakes and raises PoolTimeout; nothing else to do
+            assert self.core.timed_out(ticket, self.now).args
+            self.tickets.remove(ticket)
         for rec in pings:
             assert rec.conn not in self.held
             self.pinging.append(rec)
@@ -114,8 +120,8 @@ class CoreMachine(RuleBasedStateMachine):
         self.core.ping_done(rec, ok, self.now)
         self.drive()
 
-    @rule()
-    def acquire(self):
+    @rule(timeout=st.sampled_from([None, 0.5, 5.0, 30.0]), managed=st.booleans())
+    def acquire(self, timeout, managed):
         try:
             rec = self.core.checkout(self.now)
         except PoolClosed:
@@ -127,7 +133,8 @@ class CoreMachine(RuleBasedStateMachine):
             self.held.add(rec.conn)
         else:
             try:
-                self.tickets.append(self.core.enqueue(self.now, waker=None))
+                deadline = math.inf if timeout is None else self.now + timeout
+                self.tickets.append(self.core.enqueue(self.now, None, deadline, managed))
             except TooManyWaiters:
                 assert self.core.max_waiting and self.core.waiting >= self.core.max_waiting
         self.drive()
@@ -322,6 +329,20 @@ class CoreMachine(RuleBasedStateMachine):
         if core.closed:
             assert not core.idle and not core.waiting
             assert core.plan_connects() == 0
+
+    @invariant()
+    def timed_waiters_sorted_and_watched(self):
+        core = self.core
+        deadlines = [t.deadline for t in core.timed]
+        assert deadlines == sorted(deadlines)
+        live = [t for t in core.timed if t.state == WAITING]
+        assert all(t.managed for t in core.timed)
+        # every managed waiting ticket is in ``timed``, and the housekeeper looks in time
+        managed = [t for t in self.tickets if t.state == WAITING and t.managed]
+        assert {id(t) for t in managed} <= {id(t) for t in live}
+        if live:
+            assert core.wake_at <= min(t.deadline for t in live)
+        assert len(core.timed) <= 2 * core.waiting + 33
 
     @invariant()
     def idle_are_not_expired_when_handed(self):

@@ -100,6 +100,9 @@ class SchedulerProxy:
     def event(self) -> Any:
         return self._inner.event()
 
+    def waiter(self) -> Any:
+        return self._inner.waiter()
+
     def spawn(self, *a: Any) -> Any:
         return self._inner.spawn(*a)
 
@@ -133,7 +136,12 @@ class ArmedScheduler(SchedulerProxy):
         self.armed = False
 
     def event(self) -> Any:
-        event = self._inner.event()
+        return self._arm(self._inner.event())
+
+    def waiter(self) -> Any:
+        return self._arm(self._inner.waiter())
+
+    def _arm(self, event: Any) -> Any:
         if not self.armed:
             return event
         return AsyncInterruptingEvent(event) if self.family == "async" else InterruptingEvent(event)
@@ -196,6 +204,9 @@ class FakeClock(SchedulerProxy):
 
     def event(self) -> Any:
         return _FastEvent(self._inner.event(), self._step)
+
+    def waiter(self) -> Any:
+        return _FastEvent(self._inner.waiter(), self._step)
 
     def sleep(self, s: float) -> Any:
         return self._inner.sleep(min(s, self._step))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import anyio
 import pytest
 
@@ -100,6 +102,36 @@ async def test_cancelled_waiter_loses_nothing(asched, factory):
         assert pool.stats().waiting == 0
         pool.release(held)
         assert pool.stats().idle == 1
+
+
+@pytest.mark.parametrize("first_timeout", [None, 5.0, 0.2])
+async def test_waiters_time_out_on_their_own_deadlines(asched, factory, first_timeout):
+    """Waiters queued with a later, no, or the same kind of deadline do not delay one another's timeout.
+
+    The housekeeper expires deadlines that arrive in order; a waiter whose
+    deadline is earlier than the one queued before it gets a timer of its own.
+    """
+    async with make_pool(asched, factory, max_size=1) as pool, anyio.create_task_group() as tg:
+        held = await pool.acquire()
+        results: list = []
+        tg.start_soon(functools.partial(acquirer, pool, results, "first", timeout=first_timeout))
+        await await_until(asched, lambda: pool.stats().waiting == 1)
+        tg.start_soon(functools.partial(acquirer, pool, results, "second", timeout=0.1))
+        with anyio.fail_after(2.0):
+            await await_until(asched, lambda: any(tag == "second" for tag, _ in results))
+        assert isinstance(dict(results)["second"], PoolTimeout)
+        if first_timeout == 0.2:
+            with anyio.fail_after(2.0):
+                await await_until(asched, lambda: len(results) == 2)
+            assert isinstance(dict(results)["first"], PoolTimeout)
+        pool.release(held)
+        await await_until(asched, lambda: len(results) == 2)
+        if first_timeout != 0.2:
+            assert dict(results)["first"] is held  # still waiting after the other one timed out: served
+        await await_until(asched, lambda: pool.stats().in_use == 0)
+        stats = pool.stats()
+        assert (stats.waiting, stats.size) == (0, 1)
+        assert stats.timeouts == (2 if first_timeout == 0.2 else 1)
 
 
 async def test_cancelled_just_after_hand_off(asched, factory):

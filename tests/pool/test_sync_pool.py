@@ -166,6 +166,36 @@ def test_timed_out_waiter_loses_nothing(sched, factory):
             assert conn is held
 
 
+@pytest.mark.parametrize("first_timeout", [None, 5.0, 0.2])
+def test_waiters_time_out_on_their_own_deadlines(sched, factory, first_timeout):
+    """Waiters queued with a later, no, or the same kind of deadline do not delay one another's timeout.
+
+    On green runtimes the housekeeper expires deadlines that arrive in order
+    and a waiter whose deadline is earlier than the one queued before it gets
+    a timer of its own: both ways must time out on time.
+    """
+    with make_pool(sched, factory, max_size=1) as pool:
+        held = pool.acquire()
+        results: list = []
+        first = spawn_acquirer(sched, pool, results, "first", timeout=first_timeout)
+        wait_until(sched, lambda: pool.stats().waiting == 1)
+        second = spawn_acquirer(sched, pool, results, "second", timeout=0.1)
+        wait_until(sched, lambda: any(tag == "second" for tag, _ in results), timeout=2.0)
+        assert isinstance(dict(results)["second"], PoolTimeout)
+        if first_timeout == 0.2:
+            assert second.join(5)
+            wait_until(sched, lambda: len(results) == 2, timeout=2.0)
+            assert isinstance(dict(results)["first"], PoolTimeout)
+        pool.release(held)
+        assert first.join(5) and second.join(5)
+        outcome = dict(results)
+        if first_timeout != 0.2:
+            assert outcome["first"] is held  # still waiting after the other one timed out: served
+        stats = pool.stats()
+        assert (stats.waiting, stats.in_use, stats.size) == (0, 0, 1)
+        assert stats.timeouts == (2 if first_timeout == 0.2 else 1)
+
+
 def test_interrupted_while_hand_off_in_flight(sched, factory):
     """The waiter is interrupted just as the connection is handed to it: it goes to the next waiter."""
     armed = ArmedScheduler(sched)

@@ -19,7 +19,7 @@ from typing import Any, Literal, cast, final
 
 import sniffio
 
-from ._base import AsyncEvent, AsyncLock, AsyncQueue
+from ._base import AsyncEvent, AsyncLock, AsyncQueue, AsyncWaiter
 
 __all__ = ["AsyncioScheduler"]
 
@@ -112,6 +112,45 @@ class _AsyncioEvent:
 
     def __repr__(self) -> str:
         return f"<_AsyncioEvent set={self._flag} waiters={len(self._waiters or ())}>"
+
+
+@final
+class _AsyncioWaiter:
+    """A one-shot wake-up for one task: one future, ``loop.call_later`` only for a timeout."""
+
+    __slots__ = ("_fut", "_woken")
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future[bool] | None = None
+        self._woken = False
+
+    def set(self) -> None:
+        """Wake the waiting task (or let its coming ``wait`` return at once)."""
+        if self._woken:
+            return
+        self._woken = True
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut.set_result(True)
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set (``True``) or until ``timeout`` seconds pass (``False``).
+
+        Returns at once, without yielding, when already set.
+        """
+        if self._woken:
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._fut = fut
+        if timeout is None:
+            return await fut
+        handle = fut.get_loop().call_later(timeout, _resolve, fut, False)
+        try:
+            return await fut
+        finally:
+            handle.cancel()
 
 
 # ------------------------------------------------------------------- queue
@@ -375,6 +414,10 @@ class AsyncioScheduler:
         """A new, unset event (binds to a loop only while waited on)."""
         return _AsyncioEvent()
 
+    def waiter(self) -> AsyncWaiter:
+        """A one-shot wake-up for one task (a future; a timer only for a timeout)."""
+        return _AsyncioWaiter()
+
     def queue(self) -> AsyncQueue[Any]:
         """A new, empty unbounded queue."""
         return _AsyncioQueue()
@@ -392,9 +435,8 @@ class AsyncioScheduler:
         # cast: AsyncLock declares ``__aexit__(*exc_info)``, which no real lock's signature matches.
         return cast(AsyncLock, asyncio.Lock())
 
-    def monotonic(self) -> float:
-        """:func:`time.monotonic` (the clock asyncio's default loop reads too)."""
-        return time.monotonic()
+    # :func:`time.monotonic` itself (a C function: no Python frame on the hot path).
+    monotonic = staticmethod(time.monotonic)
 
     def running(self) -> bool:
         """Whether an asyncio loop runs in this thread and the calling code is not another library's task."""

@@ -27,6 +27,13 @@ Rules every implementation keeps:
   lock may be a no-op.
 * ``monotonic()`` is the clock every time rule of the pool reads; tests may
   substitute a scheduler whose clock is fake.
+* ``waiter()`` (optional) returns a one-shot wake-up for exactly one blocked
+  caller: ``set()`` may come before, during or after ``wait(timeout)``, from
+  any thread or task of the runtime, any number of times; ``wait`` returns
+  ``True`` once set and ``False`` on timeout, and is called at most once.
+  It is what the pool's waiting callers block on: much cheaper than an event,
+  which must support many waiters and ``clear()``.  Without it the pool uses
+  ``event()``.
 * Nothing binds to an event loop or hub until it is used: creating a
   scheduler, an event or a queue outside a running loop is allowed, and the
   object attaches to the loop that first waits on it.
@@ -47,6 +54,8 @@ __all__ = [
     "SyncLock",
     "SyncQueue",
     "SyncScheduler",
+    "SyncWaiter",
+    "AsyncWaiter",
     "TaskGroup",
     "TaskHandle",
 ]
@@ -72,6 +81,17 @@ class SyncEvent(Protocol):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until set (``True``) or until ``timeout`` seconds pass (``False``)."""
+
+
+@runtime_checkable
+class SyncWaiter(Protocol):
+    """A one-shot wake-up for one blocked caller (see ``SyncScheduler.waiter``)."""
+
+    def set(self) -> None:
+        """Wake the caller (now, or at once when it waits later); never blocks or switches."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set (``True``) or until ``timeout`` seconds pass (``False``); call once."""
 
 
 @runtime_checkable
@@ -164,6 +184,20 @@ class AsyncEvent(Protocol):
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until set (``True``) or until ``timeout`` seconds pass (``False``).
+
+        Cancellation of the waiting task propagates unchanged.
+        """
+
+
+@runtime_checkable
+class AsyncWaiter(Protocol):
+    """A one-shot wake-up for one waiting task (see ``AsyncScheduler.waiter``)."""
+
+    def set(self) -> None:
+        """Wake the task (now, or at once when it waits later); a plain call."""
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set (``True``) or until ``timeout`` seconds pass (``False``); call once.
 
         Cancellation of the waiting task propagates unchanged.
         """

@@ -20,7 +20,7 @@ import eventlet.hubs
 import eventlet.queue
 from greenlet import GreenletExit, getcurrent
 
-from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
+from ._base import SyncEvent, SyncLock, SyncQueue, SyncWaiter, TaskHandle
 from ._green import GreenQueue, GreenTimeout
 from ._threading import NOOP_LOCK, _task_name
 
@@ -135,6 +135,53 @@ class _EventletEvent:
 
 
 @final
+class _EventletWaiter:
+    """A one-shot wake-up for one green thread: parks on the hub, no event bookkeeping.
+
+    ``set()`` never switches: it schedules the wake-up on the hub.  The
+    wake-up and the timeout timer switch into the green thread only while it
+    still waits here, so a late one is a no-op.
+    """
+
+    __slots__ = ("_fired", "_greenlet")
+
+    def __init__(self) -> None:
+        self._greenlet: Any = None
+        self._fired = False
+
+    def set(self) -> None:
+        """Wake the waiting green thread (or let its coming ``wait`` return at once)."""
+        if self._fired:
+            return
+        self._fired = True
+        if self._greenlet is not None:
+            eventlet.hubs.get_hub().schedule_call_global(0, self._wake)
+
+    def _wake(self) -> None:
+        greenlet = self._greenlet
+        if greenlet is not None:
+            self._greenlet = None
+            greenlet.switch()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set (``True``) or until ``timeout`` seconds pass (``False``)."""
+        if self._fired:
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        hub = eventlet.hubs.get_hub()
+        self._greenlet = getcurrent()
+        timer = None if timeout is None else hub.schedule_call_global(timeout, self._wake)
+        try:
+            hub.switch()
+            return self._fired
+        finally:
+            self._greenlet = None
+            if timer is not None:
+                timer.cancel()
+
+
+@final
 class _GreenThreadHandle:
     """A :class:`TaskHandle` for an eventlet ``GreenThread``."""
 
@@ -191,6 +238,10 @@ class EventletScheduler:
         """A new, unset, reusable event."""
         return _EventletEvent()
 
+    def waiter(self) -> SyncWaiter:
+        """A one-shot wake-up for one green thread (parked on the hub)."""
+        return _EventletWaiter()
+
     def queue(self) -> SyncQueue[Any]:
         """A new, empty unbounded queue on eventlet's own queue."""
         return GreenQueue(eventlet.queue.LightQueue(), eventlet.queue.Empty)
@@ -208,9 +259,8 @@ class EventletScheduler:
         """The shared no-op lock: sections that never switch cannot interleave on eventlet."""
         return NOOP_LOCK
 
-    def monotonic(self) -> float:
-        """:func:`time.monotonic`."""
-        return time.monotonic()
+    # :func:`time.monotonic` itself (a C function: no Python frame on the hot path).
+    monotonic = staticmethod(time.monotonic)
 
     def __repr__(self) -> str:
         return "<EventletScheduler>"

@@ -17,9 +17,10 @@ from typing import Any, Literal, final
 import gevent
 import gevent.event
 import gevent.queue
+from gevent.hub import Waiter, get_hub
 from greenlet import GreenletExit
 
-from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
+from ._base import SyncEvent, SyncLock, SyncQueue, SyncWaiter, TaskHandle
 from ._green import GreenQueue, GreenTimeout
 from ._threading import NOOP_LOCK, _task_name
 
@@ -65,6 +66,51 @@ class _GreenletHandle:
         return f"<_GreenletHandle {self._greenlet!r}>"
 
 
+@final
+class _GeventWaiter:
+    """A one-shot wake-up for one greenlet: a hub :class:`gevent.hub.Waiter` and a raw loop timer.
+
+    ``set()`` schedules the switch on the hub (as ``gevent.queue`` does), so
+    it never switches itself; the timeout is a libev/libuv timer, not a
+    ``gevent.Timeout``.  A switch arriving after the wait ended (set and
+    timeout racing) only stores a value in the spent ``Waiter``.
+    """
+
+    __slots__ = ("_waiter", "_woken")
+
+    def __init__(self) -> None:
+        self._waiter: Waiter[Any] | None = None
+        self._woken = False
+
+    def set(self) -> None:
+        """Wake the waiting greenlet (or let its coming ``wait`` return at once)."""
+        if self._woken:
+            return
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.hub.loop.run_callback(waiter.switch, True)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block the calling greenlet until set (``True``) or until ``timeout`` seconds pass (``False``)."""
+        if self._woken:
+            return True
+        hub = get_hub()
+        waiter = self._waiter = Waiter(hub)
+        if timeout is None:
+            try:
+                return bool(waiter.get())
+            finally:
+                self._waiter = None
+        timer = hub.loop.timer(max(0.0, timeout))
+        timer.start(waiter.switch, False)
+        try:
+            return bool(waiter.get())
+        finally:
+            self._waiter = None
+            timer.close()
+
+
 def _start_timeout(seconds: float) -> gevent.Timeout:
     timer = gevent.Timeout(seconds)
     timer.start()
@@ -100,6 +146,10 @@ class GeventScheduler:
         event: SyncEvent = gevent.event.Event()
         return event
 
+    def waiter(self) -> SyncWaiter:
+        """A one-shot wake-up for one greenlet (a hub ``Waiter``; a loop timer for the timeout)."""
+        return _GeventWaiter()
+
     def queue(self) -> SyncQueue[Any]:
         """A new, empty unbounded queue on gevent's own queue."""
         return GreenQueue(gevent.queue.SimpleQueue(), gevent.queue.Empty)
@@ -117,9 +167,8 @@ class GeventScheduler:
         """The shared no-op lock: sections that never switch cannot interleave on gevent."""
         return NOOP_LOCK
 
-    def monotonic(self) -> float:
-        """:func:`time.monotonic`."""
-        return time.monotonic()
+    # :func:`time.monotonic` itself (a C function: no Python frame on the hot path).
+    monotonic = staticmethod(time.monotonic)
 
     def __repr__(self) -> str:
         return "<GeventScheduler>"

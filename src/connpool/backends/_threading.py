@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, cast, final
 
-from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
+from ._base import SyncEvent, SyncLock, SyncQueue, SyncWaiter, TaskHandle
 
 __all__ = ["NoOpLock", "ThreadingScheduler"]
 
@@ -63,6 +63,34 @@ class NoOpLock:
 
 #: The one no-op lock green schedulers hand out.
 NOOP_LOCK = NoOpLock()
+
+
+@final
+class _ThreadWaiter:
+    """A one-shot wake-up for one thread: a lock taken at birth, released by ``set()``.
+
+    The waiting thread blocks acquiring it again (``threading.Condition``
+    parks its waiters the same way), so a wait with a timeout costs no timer.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        """Wake the waiting thread (or let its coming ``wait`` return at once)."""
+        try:  # noqa: SIM105 (contextlib.suppress costs a context manager on every hand-off)
+            self._lock.release()
+        except RuntimeError:  # set before, and not consumed by a wait since
+            pass
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until set (``True``) or until ``timeout`` seconds pass (``False``)."""
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(True, max(0.0, timeout))
 
 
 @final
@@ -170,6 +198,10 @@ class ThreadingScheduler:
         """A new, unset :class:`threading.Event`."""
         return threading.Event()
 
+    def waiter(self) -> SyncWaiter:
+        """A one-shot wake-up for one thread (a lock it blocks on until ``set()``)."""
+        return _ThreadWaiter()
+
     def queue(self) -> SyncQueue[Any]:
         """A new, empty unbounded queue."""
         return _ThreadQueue()
@@ -188,9 +220,8 @@ class ThreadingScheduler:
         # cast: SyncLock declares ``__exit__(*exc_info)``, which no real lock's signature matches.
         return cast(SyncLock, threading.Lock())
 
-    def monotonic(self) -> float:
-        """:func:`time.monotonic`."""
-        return time.monotonic()
+    # :func:`time.monotonic` itself (a C function: no Python frame on the hot path).
+    monotonic = staticmethod(time.monotonic)
 
     def __repr__(self) -> str:
         return "<ThreadingScheduler>"

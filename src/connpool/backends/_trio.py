@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Literal, cast, final
 
+import outcome
 import trio
 
-from ._base import AsyncEvent, AsyncLock, AsyncQueue
+from ._base import AsyncEvent, AsyncLock, AsyncQueue, AsyncWaiter
 
 __all__ = ["TrioScheduler"]
 
@@ -109,6 +110,52 @@ class _TrioEvent:
 
     def __repr__(self) -> str:
         return f"<_TrioEvent set={self._flag} waiters={len(self._lot) if self._lot else 0}>"
+
+
+@final
+class _TrioWaiter:
+    """A one-shot wake-up for one task: it parks with ``wait_task_rescheduled``.
+
+    ``set()`` reschedules the parked task directly (no parking lot); a
+    cancellation (or the timeout's cancel scope) aborts the park and clears
+    the task, so a later ``set()`` does nothing.
+    """
+
+    __slots__ = ("_task", "_woken")
+
+    def __init__(self) -> None:
+        self._task: trio.lowlevel.Task | None = None
+        self._woken = False
+
+    def set(self) -> None:
+        """Wake the waiting task (or let its coming ``wait`` return at once); a plain call."""
+        if self._woken:
+            return
+        self._woken = True
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task, outcome.Value(True))
+
+    def _abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set (``True``) or until ``timeout`` seconds pass (``False``).
+
+        Returns at once, without a checkpoint, when already set.
+        """
+        if self._woken:
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        self._task = trio.lowlevel.current_task()
+        if timeout is None:
+            return bool(await trio.lowlevel.wait_task_rescheduled(self._abort))
+        with trio.move_on_after(timeout):
+            return bool(await trio.lowlevel.wait_task_rescheduled(self._abort))
+        return False
 
 
 # ------------------------------------------------------------------- queue
@@ -267,6 +314,13 @@ class TrioScheduler:
     def event(self) -> AsyncEvent:
         """A new, unset, reusable event (creatable outside ``trio.run``)."""
         return _TrioEvent()
+
+    def waiter(self) -> AsyncWaiter:
+        """A one-shot wake-up for one task (a direct park and reschedule)."""
+        return _TrioWaiter()
+
+    # A cancellation point and a yield to other tasks; trio's own function, no extra frame.
+    checkpoint = staticmethod(trio.lowlevel.checkpoint)
 
     def queue(self) -> AsyncQueue[Any]:
         """A new, empty unbounded queue (creatable outside ``trio.run``)."""
