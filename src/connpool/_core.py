@@ -463,8 +463,42 @@ class Core:
         A retired connection goes to ``to_close``; the driver then drains
         ``to_close`` and calls :meth:`plan_connects`.
         """
-        rec = self.lookup(conn)
-        return self.checkin_record(rec, now, discard)
+        # The hot path of every release: lookup, checkin_record, _recycle and the
+        # idle branch of _place in one frame.
+        busy = self.busy
+        rec = busy.pop(id(conn), None)
+        if rec is None or rec.conn is not conn or rec.returning:
+            if rec is not None:
+                busy[id(conn)] = rec  # another object with a recycled id, or a reset in flight
+            self.lookup(conn)  # raises ValueError
+        assert rec is not None
+        use = self.use_times  # Samples.add, inlined
+        value = now - rec.checked_out
+        use.values[use.count & use._mask] = value
+        use.count += 1
+        if value > use.max:  # noqa: PLR1730 (cheaper than max())
+            use.max = value
+        if rec.leaked:
+            rec.leaked = False
+            self.returned_leaks.append((rec, now - rec.checked_out))
+            self.attention = True
+        if (
+            self.waiting
+            or discard
+            or self.closed
+            or rec.generation != self.generation
+            or rec.expires <= now
+            or (self.max_uses is not None and rec.uses >= self.max_uses)
+            or rec.replacing
+            or len(self.idle) + len(busy) >= self.max_size
+        ):
+            return self._recycle(rec, now, discard)
+        rec.returned = rec.pinged = now
+        rec.state = IDLE
+        self.idle.append(rec)
+        if self._track_idle:
+            self._schedule_idle(rec)
+        return None
 
     def begin_return(self, conn: Any) -> Record:
         """Mark ``conn`` as being returned (its reset hook runs before :meth:`checkin_record`)."""

@@ -127,6 +127,8 @@ def default_close(conn: Any) -> Any:
     return None
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep  # frames left out of leak reports
+
 _POOLS: weakref.WeakSet[BasePool[Any]] = weakref.WeakSet()
 # Connections inherited from the parent process: kept referenced so that the child
 # never closes them (not even by garbage collection) while the parent uses them.
@@ -384,7 +386,8 @@ class BasePool(Generic[C]):
 
     def _note_holder(self, rec: Record) -> None:
         """Remember who checked ``rec`` out, for leak reports (only with ``leak_timeout``)."""
-        rec.holder = (_current_holder(), traceback.extract_stack(limit=20)[:-3])
+        stack = traceback.extract_stack(limit=24)
+        rec.holder = (_current_holder(), [f for f in stack if not f.filename.startswith(_PACKAGE_DIR)][-20:])
 
     def _report_leak(self, rec: Record) -> None:
         holder, stack = rec.holder if isinstance(rec.holder, tuple) else ("unknown", [])

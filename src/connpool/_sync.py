@@ -241,9 +241,9 @@ class Pool(BasePool[C], Generic[C]):
             ticket = None
             lock.acquire()
             try:
-                rec = core.checkout(now())
+                started = now()
+                rec = core.checkout(started)
                 if rec is None:
-                    started = now()
                     if deadline < 0:
                         if timeout is UNSET:
                             timeout = self._timeout
