@@ -88,6 +88,8 @@ class AsyncPool(BasePool[C], Generic[C]):
         connect_timeout: float | None = 30.0,
         max_connecting: int = 4,
         num_workers: int = 2,
+        reconnect_failed: Callable[[AsyncPool[C]], Any] | None = None,
+        reconnect_timeout: float = 60.0,
         checkpoint: bool | None = None,
     ) -> None:
         self._sched: AsyncScheduler | None = None
@@ -117,6 +119,8 @@ class AsyncPool(BasePool[C], Generic[C]):
             connect_timeout=connect_timeout,
             max_connecting=max_connecting,
             num_workers=num_workers,
+            reconnect_failed=reconnect_failed,
+            reconnect_timeout=reconnect_timeout,
         )
         if checkpoint is not None and not isinstance(checkpoint, bool):
             raise TypeError(f"checkpoint must be True, False or None, got {checkpoint!r}")
@@ -458,6 +462,8 @@ class AsyncPool(BasePool[C], Generic[C]):
             except Exception as exc:
                 delay = core.connect_failed(exc)
                 logger.warning("%s: connect failed: %r", self._describe(), exc)
+                if self._outage_due(self._now()):
+                    await self._report_outage()
                 if delay is None:
                     return
                 try:
@@ -477,6 +483,16 @@ class AsyncPool(BasePool[C], Generic[C]):
             self._changed.set()
             self._after_change()
             return
+
+    async def _report_outage(self) -> None:
+        logger.error(
+            "%s: connects have failed for %s s or more (last error: %r); still trying",
+            self._describe(), self._reconnect_timeout, self._core.last_error,
+        )  # fmt: skip
+        try:
+            await _maybe_await(self._reconnect_failed(self))
+        except Exception:
+            logger.exception("%s: the reconnect_failed callback raised", self._describe())
 
 
 class _AsyncCheckout(Generic[C]):

@@ -203,6 +203,8 @@ class BasePool(Generic[C]):
         connect_timeout: float | None,
         max_connecting: int,
         num_workers: int,
+        reconnect_failed: Any,
+        reconnect_timeout: float,
     ) -> None:
         self._hooks = Hooks(connect, close=close, check=check, reset=reset, ping=ping)
         check_seconds("timeout", timeout)
@@ -218,6 +220,10 @@ class BasePool(Generic[C]):
         _check_int("max_uses", max_uses, 1, allow_none=True)
         _check_int("max_connecting", max_connecting, 1, allow_none=False)
         _check_int("num_workers", num_workers, 1, allow_none=False)
+        if reconnect_failed is not None and not callable(reconnect_failed):
+            kind = type(reconnect_failed).__name__
+            raise TypeError(f"reconnect_failed must be callable or None, got {kind}")
+        check_seconds("reconnect_timeout", reconnect_timeout, allow_none=False)
         if isinstance(discard_on, type):
             discard_on = (discard_on,)  # a single class is accepted too
         if not isinstance(discard_on, tuple) or not all(
@@ -248,6 +254,10 @@ class BasePool(Generic[C]):
         self._discard_on = discard_on
         self._connect_timeout = connect_timeout
         self._num_workers = num_workers
+        self._reconnect_failed = reconnect_failed
+        self._reconnect_timeout = reconnect_timeout
+        self._outage_since = 0.0  # when the current run of failed connects began
+        self._outage_reported = False  # reconnect_failed was called for it
         self._name = name
         self._lock: Any = NO_LOCK
         self._now: Callable[[], float] = _not_started
@@ -383,6 +393,23 @@ class BasePool(Generic[C]):
             self._spawn_connects(n)
         if core.closed and not core.busy:
             self._changed.set()
+
+    def _outage_due(self, now: float) -> bool:
+        """After a failed connect: whether to call ``reconnect_failed`` now (once per outage).
+
+        An outage is a run of failed connects (``Core.failures`` counts it and
+        drops to 0 on the next success); the callback is due once connects
+        have kept failing for ``reconnect_timeout`` seconds.
+        """
+        if self._core.failures == 1:
+            self._outage_since = now
+            self._outage_reported = False
+        if self._reconnect_failed is None or self._outage_reported:
+            return False
+        if now - self._outage_since >= self._reconnect_timeout:
+            self._outage_reported = True
+            return True
+        return False
 
     def _note_holder(self, rec: Record) -> None:
         """Remember who checked ``rec`` out, for leak reports (only with ``leak_timeout``)."""

@@ -70,6 +70,8 @@ class Pool(BasePool[C], Generic[C]):
         connect_timeout: float | None = 30.0,
         max_connecting: int = 4,
         num_workers: int = 2,
+        reconnect_failed: Callable[[Pool[C]], object] | None = None,
+        reconnect_timeout: float = 60.0,
     ) -> None:
         self._sched = _resolve_sync_backend(backend)
         super().__init__(
@@ -95,6 +97,8 @@ class Pool(BasePool[C], Generic[C]):
             connect_timeout=connect_timeout,
             max_connecting=max_connecting,
             num_workers=num_workers,
+            reconnect_failed=reconnect_failed,
+            reconnect_timeout=reconnect_timeout,
         )
         self._now = self._sched.monotonic
         self._setup_waits(self._sched)
@@ -418,7 +422,10 @@ class Pool(BasePool[C], Generic[C]):
             except Exception as exc:
                 with self._lock:
                     delay = core.connect_failed(exc)
+                    due = self._outage_due(self._now())
                 logger.warning("%s: connect failed: %r", self._describe(), exc)
+                if due:
+                    self._report_outage()
                 if delay is None:
                     return
                 if self._stopping.wait(delay):
@@ -437,6 +444,16 @@ class Pool(BasePool[C], Generic[C]):
             self._changed.set()
             self._after_change()
             return
+
+    def _report_outage(self) -> None:
+        logger.error(
+            "%s: connects have failed for %s s or more (last error: %r); still trying",
+            self._describe(), self._reconnect_timeout, self._core.last_error,
+        )  # fmt: skip
+        try:
+            self._reconnect_failed(self)
+        except Exception:
+            logger.exception("%s: the reconnect_failed callback raised", self._describe())
 
 
 class _Checkout(Generic[C]):

@@ -134,6 +134,26 @@ async def test_waiters_time_out_on_their_own_deadlines(asched, factory, first_ti
         assert stats.timeouts == (2 if first_timeout == 0.2 else 1)
 
 
+async def test_reconnect_failed_called_once_per_outage_and_attempts_go_on(asched):
+    factory = Factory(fail=-1)
+    calls: list = []
+
+    async def alert(pool):  # a coroutine function is awaited
+        calls.append(pool)
+
+    async with make_pool(asched, factory, min_size=1, reconnect_failed=alert, reconnect_timeout=0.1) as pool:
+        await await_until(asched, lambda: calls)
+        assert calls == [pool]
+        errors = pool.stats().connect_errors
+        await await_until(asched, lambda: pool.stats().connect_errors > errors + 1)  # still trying
+        assert calls == [pool]  # once per outage
+        factory.fail = 0  # the server is back
+        await pool.wait(5)
+        factory.fail = -1  # a second outage is reported again
+        pool.drain()
+        await await_until(asched, lambda: len(calls) == 2)
+
+
 async def test_cancelled_just_after_hand_off(asched, factory):
     """Cancel a waiter right after the connection was handed to it, before it runs again."""
     async with make_pool(asched, factory, max_size=1) as pool, anyio.create_task_group() as tg:

@@ -135,6 +135,36 @@ def test_waiter_served_after_connect_failures(sched):
         assert_consistent(sched, pool, factory)
 
 
+def test_reconnect_failed_called_once_per_outage_and_attempts_go_on(sched):
+    factory = Factory(fail=-1)
+    calls: list = []
+    with make_pool(sched, factory, min_size=1, reconnect_failed=calls.append, reconnect_timeout=0.1) as pool:
+        wait_until(sched, lambda: calls)
+        assert calls == [pool]
+        errors = pool.stats().connect_errors
+        wait_until(sched, lambda: pool.stats().connect_errors > errors + 1)  # still trying
+        assert calls == [pool]  # once per outage
+        factory.fail = 0  # the server is back
+        pool.wait(5)
+        factory.fail = -1  # a second outage: reported again
+        pool.drain()  # closes the idle connection; min_size needs a new one, which fails
+        wait_until(sched, lambda: len(calls) == 2)
+        assert calls == [pool, pool]
+
+
+def test_reconnect_failed_errors_are_logged_not_raised(sched, caplog):
+    factory = Factory(fail=-1)
+
+    def broken(pool):
+        raise RuntimeError("alerting is down")
+
+    with make_pool(sched, factory, min_size=1, reconnect_failed=broken, reconnect_timeout=0) as pool:
+        messages = lambda: [r.getMessage() for r in caplog.records]  # noqa: E731
+        wait_until(sched, lambda: any("reconnect_failed callback raised" in m for m in messages()))
+        errors = pool.stats().connect_errors
+        wait_until(sched, lambda: pool.stats().connect_errors > errors)  # the worker survived
+
+
 def test_discard_wakes_waiter_with_a_new_connection(sched, factory):
     with make_pool(sched, factory, max_size=1) as pool:
         held = pool.acquire()
