@@ -148,6 +148,14 @@ async def connpool_adapter(connect: Connect, max_size: int) -> AsyncIterator[tup
 
 
 @contextlib.asynccontextmanager
+async def connpool_no_checkpoint_adapter(connect: Connect, max_size: int) -> AsyncIterator[tuple[Any, Any]]:
+    from connpool import AsyncPool
+
+    async with AsyncPool(connect, backend="trio", max_size=max_size, checkpoint=False) as pool:
+        yield pool.acquire, pool.release
+
+
+@contextlib.asynccontextmanager
 async def minimal_adapter(connect: Connect, max_size: int) -> AsyncIterator[tuple[Any, Any]]:
     pool = MinimalFairPool(connect, max_size)
     yield pool.acquire, pool.release
@@ -164,6 +172,7 @@ async def channel_adapter(connect: Connect, max_size: int) -> AsyncIterator[tupl
 
 POOLS = [
     PoolSpec("connpool AsyncPool(trio)", "subject", connpool_adapter, ("connpool",)),
+    PoolSpec("connpool, checkpoint=False", "variant", connpool_no_checkpoint_adapter, ("connpool",)),
     PoolSpec("minimal fair pool", "reference", minimal_adapter),
     PoolSpec("trio memory-channel pool", "recipe", channel_adapter, ("trio",)),
     PoolSpec("deque floor", "floor", deque_floor, unbounded=True),
