@@ -10,20 +10,21 @@ import sys
 import pytest
 
 from connpool import AsyncPool, Pool
-from testenv import MONKEY_PATCHED
 
 from .helpers import Factory
 
-pytestmark = [
-    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
-    # Known gap: gevent's patched os.fork re-initialises the hub, and this test's
-    # child then hangs; fork safety is proven here in the unpatched processes.
-    pytest.mark.skipif(bool(MONKEY_PATCHED), reason="fork under monkey-patching is not covered yet"),
-]
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
 def _run_child(child) -> dict:
-    """Fork; run ``child()`` in the child and return the JSON it produced."""
+    """Fork; run ``child()`` in the child and return the JSON it produced.
+
+    The parent waits for the child with ``os.waitpid`` before reading the
+    pipe: monkey-patched, that wait is cooperative, and gevent's forked child
+    only gets going once the parent's hub runs again (a blocking read would
+    stall both).  The result is far smaller than a pipe's buffer, so the
+    child's write never blocks.
+    """
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -40,11 +41,11 @@ def _run_child(child) -> dict:
         finally:
             os._exit(code)
     os.close(write_fd)
+    _, status = os.waitpid(pid, 0)
     chunks = []
     while chunk := os.read(read_fd, 65536):
         chunks.append(chunk)
     os.close(read_fd)
-    _, status = os.waitpid(pid, 0)
     result = json.loads(b"".join(chunks) or b"{}")
     assert os.waitstatus_to_exitcode(status) == 0, result
     return result
