@@ -1,4 +1,4 @@
-"""Fixtures for the connector tests: the local Redis and PostgreSQL, a private redis-server."""
+"""Fixtures for the connector tests: the local Redis and PostgreSQL, private servers to restart."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .helpers import PrivateRedis, pg_dsn, redis_url
+from .helpers import PrivatePostgres, PrivateRedis, pg_dsn, redis_url
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +30,21 @@ def private_redis() -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def private_pg_cluster() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the session's own (initdb runs once); removed at the end."""
+    server = PrivatePostgres()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def private_pg(private_pg_cluster: PrivatePostgres) -> PrivatePostgres:
+    """The session's private PostgreSQL, running (started again if an earlier test left it stopped)."""
+    if not private_pg_cluster.running:
+        private_pg_cluster.start()
+    return private_pg_cluster

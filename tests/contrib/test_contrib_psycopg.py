@@ -7,11 +7,14 @@ the error says so).
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from connpool import AsyncPool, Pool, PoolTimeout
 
 from .helpers import (
+    Load,
     asettle,
     await_until,
     free_port,
@@ -203,6 +206,59 @@ def test_configure_leaving_a_transaction_fails_the_connect(sched, pg_server_dsn)
         assert "configure() left the connection" in str(info.value.__cause__)
 
 
+@pytest.mark.timeout(60)
+def test_server_restart_under_load(sched, private_pg):
+    """Stop the server at once under load and start it again on the same port: the pool recovers."""
+    name = f"connpool-test-restart-{uuid.uuid4().hex[:12]}"
+    connector = PsycopgConnector(private_pg.dsn, application_name=name)
+    with Pool(connector, backend=sched, min_size=2, max_size=4, timeout=5, check_after=0.05) as pool:
+        pool.wait(timeout=10)
+        load = Load(workers=8, expected=(psycopg.OperationalError, PoolTimeout))
+        stop = sched.event()
+
+        def worker(i: int) -> None:
+            while not stop.is_set():
+                try:
+                    with pool.connection(timeout=0.5) as conn:
+                        # returned inside a transaction: reset rolls it back, or discards a dead one
+                        assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+                    load.success(i)
+                except load.expected as exc:
+                    load.failure(i, exc)
+                    sched.sleep(0.01)
+                except Exception as exc:
+                    load.unexpected(exc)
+                    return
+                sched.sleep(0)
+
+        handles = [sched.spawn(worker, i) for i in range(len(load.ok))]
+        wait_until(sched, load.running, what="every worker running queries")
+        private_pg.stop("immediate")
+        wait_until(sched, load.outage_seen, what="every worker sees the outage")
+        private_pg.start()
+        load.mark()
+        wait_until(sched, load.recovered, timeout=30, what="every worker succeeds again")
+        stop.set()
+        for handle in handles:
+            assert handle.join(10)
+        load.check()
+        stats = settle(sched, pool)
+        assert stats.connect_errors >= 1
+        assert stats.discarded >= 1
+        # Nothing lost: the whole capacity can be checked out, every connection alive.
+        held = [pool.acquire(timeout=5) for _ in range(4)]
+        for conn in held:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        for conn in held:
+            pool.release(conn)
+        stats = settle(sched, pool)
+        assert 2 <= stats.size <= 4, stats
+        wait_until(
+            sched, lambda: private_pg.backends(name) == pool.stats().size, what="one session per connection"
+        )
+    wait_until(sched, lambda: private_pg.backends(name) == 0, what="no session left after close()")
+
+
 # -------------------------------------------------------------------- async
 
 
@@ -281,3 +337,61 @@ async def test_async_on_trio_says_asyncio_only(anyio_backend, pg_server_dsn):
             await pool.acquire(timeout=0.3)
         assert isinstance(info.value.__cause__, RuntimeError)
         assert "asyncio only" in str(info.value.__cause__)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+async def test_async_server_restart_under_load(anyio_backend, private_pg):
+    """The async twin of test_server_restart_under_load (the server is stopped and started in a thread)."""
+    if anyio_backend != "asyncio":
+        pytest.skip("psycopg's AsyncConnection runs on asyncio only")
+    import anyio
+
+    name = f"connpool-test-arestart-{uuid.uuid4().hex[:12]}"
+    connector = AsyncPsycopgConnector(private_pg.dsn, application_name=name)
+    async with AsyncPool(connector, min_size=2, max_size=4, timeout=5, check_after=0.05) as pool:
+        await pool.wait(timeout=10)
+        load = Load(workers=8, expected=(psycopg.OperationalError, PoolTimeout))
+        stop = anyio.Event()
+
+        async def worker(i: int) -> None:
+            while not stop.is_set():
+                try:
+                    async with pool.connection(timeout=0.5) as conn:
+                        cur = await conn.execute("SELECT %s::int", (i,))
+                        assert await cur.fetchone() == (i,)
+                    load.success(i)
+                except load.expected as exc:
+                    load.failure(i, exc)
+                    await anyio.sleep(0.01)
+                except Exception as exc:
+                    load.unexpected(exc)
+                    return
+                await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(load.ok)):
+                tg.start_soon(worker, i)
+            await await_until(load.running, what="every worker running queries")
+            await anyio.to_thread.run_sync(private_pg.stop)
+            await await_until(load.outage_seen, what="every worker sees the outage")
+            await anyio.to_thread.run_sync(private_pg.start)
+            load.mark()
+            await await_until(load.recovered, timeout=30, what="every worker succeeds again")
+            stop.set()
+        load.check()
+        stats = await asettle(pool)
+        assert stats.connect_errors >= 1
+        assert stats.discarded >= 1
+        held = [await pool.acquire(timeout=5) for _ in range(4)]
+        for conn in held:
+            cur = await conn.execute("SELECT 1")
+            assert await cur.fetchone() == (1,)
+        for conn in held:
+            pool.release(conn)
+        stats = await asettle(pool)
+        assert 2 <= stats.size <= 4, stats
+        await await_until(
+            lambda: private_pg.backends(name) == pool.stats().size, what="one session per connection"
+        )
+    await await_until(lambda: private_pg.backends(name) == 0, what="no session left after close()")

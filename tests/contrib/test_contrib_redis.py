@@ -14,6 +14,7 @@ import pytest
 from connpool import AsyncPool, Pool, PoolTimeout
 
 from .helpers import (
+    Load,
     asettle,
     await_until,
     free_port,
@@ -277,6 +278,57 @@ async def test_async_killed_connection_is_replaced(anyio_backend, redis_server_u
                 admin.client_kill_filter(_id=await r.client_id())
                 await r.ping()
         await await_until(lambda: pool.stats().discarded == 2, what="reset discards the broken client")
+        await asettle(pool)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+async def test_async_server_restart_under_load(anyio_backend, private_redis):
+    """The async twin of test_server_restart_under_load (the server is killed and started in a thread)."""
+    if anyio_backend != "asyncio":
+        pytest.skip("redis.asyncio runs on asyncio only")
+    import anyio
+
+    key = "hits"
+    connector = AsyncRedisConnector(private_redis.url, socket_timeout=2.0)
+    async with AsyncPool(connector, max_size=4, timeout=5, check_after=0.05) as pool:
+        load = Load(workers=8, expected=(redis.RedisError, PoolTimeout))
+        stop = anyio.Event()
+
+        async def worker(i: int) -> None:
+            while not stop.is_set():
+                try:
+                    async with pool.connection(timeout=0.5) as r:
+                        await r.incr(key)
+                    load.success(i)
+                except load.expected as exc:
+                    load.failure(i, exc)
+                    await anyio.sleep(0.01)
+                except Exception as exc:
+                    load.unexpected(exc)
+                    return
+                await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(len(load.ok)):
+                tg.start_soon(worker, i)
+            await await_until(load.running, what="every worker running")
+            await anyio.to_thread.run_sync(private_redis.stop)
+            await await_until(load.outage_seen, what="every worker sees the outage")
+            await anyio.to_thread.run_sync(private_redis.start)
+            load.mark()
+            await await_until(load.recovered, timeout=30, what="every worker succeeds again")
+            stop.set()
+        load.check()
+        stats = await asettle(pool)
+        assert stats.size <= 4
+        assert stats.discarded >= 1
+        # Nothing lost: the whole capacity can be checked out, every client alive.
+        held = [await pool.acquire(timeout=5) for _ in range(4)]
+        for r in held:
+            assert await r.ping()
+        for r in held:
+            pool.release(r)
         await asettle(pool)
 
 

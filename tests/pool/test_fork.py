@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import os
+import signal
 import sys
+import time
 
 import pytest
 
@@ -15,15 +18,18 @@ from .helpers import Factory
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
+CHILD_DEADLINE = 20.0
+
 
 def _run_child(child) -> dict:
     """Fork; run ``child()`` in the child and return the JSON it produced.
 
-    The parent waits for the child with ``os.waitpid`` before reading the
-    pipe: monkey-patched, that wait is cooperative, and gevent's forked child
-    only gets going once the parent's hub runs again (a blocking read would
+    The parent polls for the child's exit, sleeping in between, before it
+    reads the pipe: monkey-patched, that sleep lets the parent's hub run, and
+    gevent's forked child only gets going once it has (a blocking read would
     stall both).  The result is far smaller than a pipe's buffer, so the
-    child's write never blocks.
+    child's write never blocks.  A child stuck for ``CHILD_DEADLINE / 2``
+    prints its stack and exits; the parent gives up after ``CHILD_DEADLINE``.
     """
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -32,6 +38,8 @@ def _run_child(child) -> dict:
     if pid == 0:  # the child
         code = 0
         try:
+            # a hung child prints where it is stuck, and exits
+            faulthandler.dump_traceback_later(CHILD_DEADLINE / 2, exit=True)
             os.close(read_fd)
             result = child()
             os.write(write_fd, json.dumps(result).encode())
@@ -41,7 +49,16 @@ def _run_child(child) -> dict:
         finally:
             os._exit(code)
     os.close(write_fd)
-    _, status = os.waitpid(pid, 0)
+    deadline = time.monotonic() + CHILD_DEADLINE
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the forked child did not finish within {CHILD_DEADLINE} s")
+        time.sleep(0.005)  # cooperative when monkey-patched
     chunks = []
     while chunk := os.read(read_fd, 65536):
         chunks.append(chunk)
