@@ -88,7 +88,7 @@ def _check_int(name: str, value: Any, minimum: int, allow_none: bool) -> None:
 class Hooks:
     """The user's callables, resolved from arguments and an optional connector object."""
 
-    __slots__ = ("check", "close", "connect", "ping", "reset")
+    __slots__ = ("check", "close", "connect", "connector", "ping", "reset")
 
     def __init__(
         self,
@@ -109,6 +109,7 @@ class Hooks:
                 f"with a connect() method; got {type(connect).__name__}"
             )
         self.connect: Callable[[], Any] = connect
+        self.connector = connector
         self.close = close if close is not None else getattr(connector, "close", None)
         self.check = check if check is not None else getattr(connector, "check", None)
         self.reset = reset if reset is not None else getattr(connector, "reset", None)

@@ -101,6 +101,9 @@ class Pool(BasePool[C], Generic[C]):
             reconnect_timeout=reconnect_timeout,
         )
         self._now = self._sched.monotonic
+        bind = getattr(self._hooks.connector, "bind_backend", None)
+        if bind is not None:
+            bind(self._sched.name)  # a connector left on "auto" runs on the pool's backend
         self._setup_waits(self._sched)
         self._init_runtime_state()
 

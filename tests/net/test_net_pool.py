@@ -40,6 +40,21 @@ def test_pool_replaces_a_connection_the_server_closed(sync_backend: str) -> None
             server.close()
 
 
+def test_pool_gives_its_backend_to_an_auto_connector(sync_backend: str) -> None:
+    server = start_echo_server(backend=sync_backend)
+    try:
+        connector = TCPConnector("127.0.0.1", server.port, timeout=5)  # backend="auto"
+        with Pool(connector, backend=sync_backend, max_size=1) as pool:
+            assert connector.backend == sync_backend
+            with pool.connection() as stream:
+                echo_once(stream, b"bound")
+        explicit = TCPConnector("127.0.0.1", server.port, timeout=5, backend="threading")
+        with Pool(explicit, backend=sync_backend, max_size=1):
+            assert explicit.backend == "threading"  # an explicit choice is kept
+    finally:
+        server.close()
+
+
 @pytest.mark.anyio
 async def test_async_pool_replaces_a_connection_the_server_closed(anyio_backend: str) -> None:
     async with start_echo_server_async() as server:

@@ -79,6 +79,17 @@ class TCPConnector(_BaseConnector):
         )
         self.backend = backend
 
+    def bind_backend(self, name: str) -> None:
+        """Called by :class:`connpool.Pool`: a connector on ``"auto"`` takes the pool's backend.
+
+        So ``Pool(TCPConnector(host, port), backend="threading")`` opens
+        plain sockets even in a monkey-patched process, and a pool on gevent
+        or eventlet opens that runtime's sockets.  An explicit ``backend``
+        given to the connector is kept.
+        """
+        if self.backend == "auto" and name in ("threading", "gevent", "eventlet"):
+            self.backend = name
+
     def connect(self) -> Stream:
         """Open a new connection (see :func:`connect_tcp` for the errors)."""
         return connect_tcp(
