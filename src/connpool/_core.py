@@ -281,6 +281,7 @@ class Core:
         self.attention = False  # to_close filled, or a deadline moved earlier: drivers look
         self.returned_leaks: list[tuple[Record, float]] = []  # leaked checkouts now returned
         self.closed = False
+        self.force_closed: dict[int, Any] = {}  # id -> conn retired by force_close(), still held
         self.generation = 0
 
         # time rules: a heap of (when, seq, kind, record), checked lazily
@@ -613,9 +614,11 @@ class Core:
     def force_close(self) -> None:
         """Retire the connections still checked out (``close`` ran out of patience).
 
-        Their later release is accepted silently.
+        Their later release is accepted silently (``force_closed`` remembers
+        them, so that a foreign object is still refused).
         """
-        for rec in list(self.busy.values()):
+        for key, rec in list(self.busy.items()):
+            self.force_closed[key] = rec.conn
             self._retire(rec)
         self.busy.clear()
 

@@ -321,8 +321,9 @@ class BasePool(Generic[C]):
         lock = self._lock
         lock.acquire()
         try:
-            if core.closed and self._finished and id(conn) not in core.busy:
-                return  # closed by force at the end of close(): nothing left to do
+            if core.closed and core.force_closed.get(id(conn)) is conn:
+                del core.force_closed[id(conn)]
+                return  # closed by force by close(): nothing left to do
             if discard or self._hooks.reset is None:
                 ticket = core.checkin(conn, self._now(), discard)
                 rec = None

@@ -419,10 +419,15 @@ class Pool(BasePool[C], Generic[C]):
         sched = self._sched
         while True:
             started = self._now()
+            conn = _NO_CONN
             try:
                 with sched.timeout(self._connect_timeout):
                     conn = self._hooks.connect()
             except Exception as exc:
+                if conn is not _NO_CONN:
+                    # connect() returned, then the (soft, threading) timeout fired: the
+                    # attempt counts as failed, and what it opened is closed, not leaked
+                    self._close_conn(conn)
                 with self._lock:
                     delay = core.connect_failed(exc)
                     due = self._outage_due(self._now())
@@ -457,6 +462,9 @@ class Pool(BasePool[C], Generic[C]):
             self._reconnect_failed(self)
         except Exception:
             logger.exception("%s: the reconnect_failed callback raised", self._describe())
+
+
+_NO_CONN: Any = object()  # no connection yet (see _connect_worker)
 
 
 class _Checkout(Generic[C]):
