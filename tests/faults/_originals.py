@@ -48,9 +48,11 @@ def original(module: str, name: str) -> Any:
     patcher = sys.modules.get("eventlet.patcher")
     if patcher is not None and getattr(patcher, "already_patched", None):
         return getattr(patcher.original(module), name)
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None:
-        return monkey.get_original(module, name)  # the current attribute when not patched
+    # getattr: another thread may be importing gevent.monkey right now (connpool.net's first
+    # gevent connect does), and a partially initialized module lacks get_original.
+    get_original = getattr(sys.modules.get("gevent.monkey"), "get_original", None)
+    if get_original is not None:
+        return get_original(module, name)  # the current attribute when not patched
     return getattr(importlib.import_module(module), name)
 
 
