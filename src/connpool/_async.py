@@ -126,7 +126,7 @@ class AsyncPool(BasePool[C], Generic[C]):
             raise TypeError(f"checkpoint must be True, False or None, got {checkpoint!r}")
         self._checkpoint_arg = checkpoint
         self._checkpoint = False
-        self._checkpoint_now: Callable[[], Awaitable[None]] = _sleep_zero(self._sched)  # type: ignore[arg-type]
+        self._checkpoint_now: Callable[[], Awaitable[None]]  # set by open(), with _checkpoint
         self._tg: Any = None
         self._tg_cm: Any = None
         self._jobs: Any = None
@@ -485,10 +485,7 @@ class AsyncPool(BasePool[C], Generic[C]):
             return
 
     async def _report_outage(self) -> None:
-        logger.error(
-            "%s: connects have failed for %s s or more (last error: %r); still trying",
-            self._describe(), self._reconnect_timeout, self._core.last_error,
-        )  # fmt: skip
+        self._log_outage()
         try:
             await _maybe_await(self._reconnect_failed(self))
         except Exception:

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from ._core import Core, Record, Ticket
 from ._errors import PoolClosed
 from ._stats import PoolStats
+from .backends._threading import NOOP_LOCK
 
 __all__ = ["UNSET", "BasePool", "Hooks"]
 
@@ -39,27 +40,6 @@ class _Unset:
 
 #: Marks an argument left out (``timeout=UNSET`` means "the pool's default").
 UNSET: Any = _Unset()
-
-
-class _NoLock:
-    """A lock for runtimes whose core operations cannot be interleaved."""
-
-    __slots__ = ()
-
-    def acquire(self) -> bool:
-        return True
-
-    def release(self) -> None:
-        return None
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-NO_LOCK = _NoLock()
 
 
 def check_seconds(name: str, value: Any, *, allow_none: bool = True, allow_zero: bool = True) -> None:
@@ -260,7 +240,7 @@ class BasePool(Generic[C]):
         self._outage_since = 0.0  # when the current run of failed connects began
         self._outage_reported = False  # reconnect_failed was called for it
         self._name = name
-        self._lock: Any = NO_LOCK
+        self._lock: Any = NOOP_LOCK  # async runtimes: core calls never interleave
         self._now: Callable[[], float] = _not_started
         self._changed: Any = None  # event: size grew, or the last busy connection came back
         self._wakeup: Any = None  # event: wakes the housekeeper (set when a deadline moves earlier)
@@ -412,6 +392,12 @@ class BasePool(Generic[C]):
             self._outage_reported = True
             return True
         return False
+
+    def _log_outage(self) -> None:
+        logger.error(
+            "%s: connects have failed for %s s or more (last error: %r); still trying",
+            self._describe(), self._reconnect_timeout, self._core.last_error,
+        )  # fmt: skip
 
     def _note_holder(self, rec: Record) -> None:
         """Remember who checked ``rec`` out, for leak reports (only with ``leak_timeout``)."""

@@ -245,7 +245,6 @@ class Pool(BasePool[C], Generic[C]):
         now = self._now
         deadline = -1.0  # set when the first wait starts
         while True:
-            ticket = None
             lock.acquire()
             try:
                 started = now()
@@ -454,10 +453,7 @@ class Pool(BasePool[C], Generic[C]):
             return
 
     def _report_outage(self) -> None:
-        logger.error(
-            "%s: connects have failed for %s s or more (last error: %r); still trying",
-            self._describe(), self._reconnect_timeout, self._core.last_error,
-        )  # fmt: skip
+        self._log_outage()
         try:
             self._reconnect_failed(self)
         except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl as _ssl
+from typing import Any
 
 from ._async import AsyncStream, connect_tcp_async
 from ._errors import format_address
@@ -41,6 +42,16 @@ class _BaseConnector:
         self.server_hostname = server_hostname
         self.nodelay = nodelay
         self.keepalive = check_keepalive(keepalive)
+
+    def _options(self) -> dict[str, Any]:
+        """The keyword arguments of ``connect_tcp`` / ``connect_tcp_async`` this connector holds."""
+        return {
+            "timeout": self.timeout,
+            "ssl": self.ssl,
+            "server_hostname": self.server_hostname,
+            "nodelay": self.nodelay,
+            "keepalive": self.keepalive,
+        }
 
     def __repr__(self) -> str:
         tls = " TLS" if self.ssl is not None else ""
@@ -92,16 +103,7 @@ class TCPConnector(_BaseConnector):
 
     def connect(self) -> Stream:
         """Open a new connection (see :func:`connect_tcp` for the errors)."""
-        return connect_tcp(
-            self.host,
-            self.port,
-            timeout=self.timeout,
-            ssl=self.ssl,
-            server_hostname=self.server_hostname,
-            nodelay=self.nodelay,
-            keepalive=self.keepalive,
-            backend=self.backend,
-        )
+        return connect_tcp(self.host, self.port, backend=self.backend, **self._options())
 
     def close(self, conn: Stream) -> None:
         """Close ``conn``."""
@@ -123,15 +125,7 @@ class AsyncTCPConnector(_BaseConnector):
 
     async def connect(self) -> AsyncStream:
         """Open a new connection (see :func:`connect_tcp_async` for the errors)."""
-        return await connect_tcp_async(
-            self.host,
-            self.port,
-            timeout=self.timeout,
-            ssl=self.ssl,
-            server_hostname=self.server_hostname,
-            nodelay=self.nodelay,
-            keepalive=self.keepalive,
-        )
+        return await connect_tcp_async(self.host, self.port, **self._options())
 
     def close(self, conn: AsyncStream) -> None:
         """Close ``conn`` without waiting."""
