@@ -33,7 +33,7 @@ nox.options.sessions = [
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 MAIN_PYTHON = "3.11"
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-ALL_EXTRAS = ".[gevent,eventlet,trio,redis,psycopg]"
+ALL_EXTRAS = ".[gevent,eventlet,trio,redis,psycopg,plot]"
 LINTED = ["src", "tests", "benchmarks", "noxfile.py"]
 BENCH_PACKAGES = [
     "asyncio-connection-pool",

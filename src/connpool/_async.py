@@ -158,7 +158,8 @@ class AsyncPool(BasePool[C], Generic[C]):
                     f"an AsyncPool on {sched.name} must be opened with `async with pool:` "
                     "(it owns a nursery for its background tasks)"
                 )
-            self._now = sched.monotonic
+            clock = getattr(type(sched), "clock", None)  # on the class: wrappers forward only monotonic
+            self._now = sched.monotonic if clock is None else clock(sched)
             self._setup_waits(sched)
             self._checkpoint_now = getattr(sched, "checkpoint", None) or _sleep_zero(sched)
             self._changed = sched.event()

@@ -115,6 +115,10 @@ _PING: Final = 2
 _LEAK: Final = 3
 
 
+def _not_checked_out(conn: Any) -> ValueError:
+    return ValueError(f"{conn!r} is not checked out from this pool (released twice, or never acquired here)")
+
+
 class Record:
     """One open connection and its bookkeeping."""
 
@@ -376,7 +380,8 @@ class Core:
                     self.wake_at = deadline
                     self.wake_early = self.attention = True
         pending = self.connecting
-        if pending < self.max_connecting and len(self.idle) + len(self.busy) + pending < self.cap:
+        cap = self.max_size if self.burst_limit is None else self.burst_limit  # self.cap, now that one waits
+        if pending < self.max_connecting and len(self.idle) + len(self.busy) + pending < cap:
             self.attention = True  # room to grow: plan_connects may start one for this waiter
         return ticket
 
@@ -452,9 +457,7 @@ class Core:
         """The busy record of ``conn``; ``ValueError`` for a foreign or returned object."""
         rec = self.busy.get(id(conn))
         if rec is None or rec.conn is not conn or rec.returning:
-            raise ValueError(
-                f"{conn!r} is not checked out from this pool (released twice, or never acquired here)"
-            )
+            raise _not_checked_out(conn)
         return rec
 
     def checkin(self, conn: Any, now: float, discard: bool = False) -> Ticket | None:
@@ -471,8 +474,7 @@ class Core:
         if rec is None or rec.conn is not conn or rec.returning:
             if rec is not None:
                 busy[id(conn)] = rec  # another object with a recycled id, or a reset in flight
-            self.lookup(conn)  # raises ValueError
-        assert rec is not None
+            raise _not_checked_out(conn)
         use = self.use_times  # Samples.add, inlined
         value = now - rec.checked_out
         use.values[use.count & use._mask] = value
@@ -484,16 +486,17 @@ class Core:
             self.returned_leaks.append((rec, now - rec.checked_out))
             self.attention = True
         if (
-            self.waiting
-            or discard
+            discard
             or self.closed
             or rec.generation != self.generation
             or rec.expires <= now
             or (self.max_uses is not None and rec.uses >= self.max_uses)
-            or rec.replacing
-            or len(self.idle) + len(busy) >= self.max_size
         ):
             return self._recycle(rec, now, discard)
+        if self.waiting:
+            return self._hand_over(rec, now)
+        if rec.replacing or len(self.idle) + len(busy) >= self.max_size:
+            return self._place(rec, now)
         rec.returned = rec.pinged = now
         rec.state = IDLE
         self.idle.append(rec)
@@ -828,27 +831,7 @@ class Core:
         timers restart; a keepalive ping does not count as use.
         """
         if self.waiting:
-            waiters = self.waiters
-            while True:
-                ticket = waiters.popleft()
-                if ticket.state == WAITING:
-                    break
-            self.waiting -= 1
-            ticket.state = SERVED
-            ticket.record = rec
-            if ticket.managed:  # usually the head of ``timed``: drop it and any stale ones behind
-                timed = self.timed
-                while timed and timed[0].state != WAITING:
-                    timed.popleft()
-            self.busy[id(rec.conn)] = rec
-            rec.state = BUSY
-            rec.uses += 1
-            rec.checked_out = now
-            self.acquired += 1
-            self.wait_times.add(now - ticket.since)
-            if self.leak_timeout is not None and not rec.leak_sched:
-                self._schedule_leak(rec)
-            return ticket
+            return self._hand_over(rec, now)
         if len(self.idle) + len(self.busy) >= self.max_size or (rec.replacing and self.size >= self.min_size):
             self._retire(rec)
             return None
@@ -859,6 +842,35 @@ class Core:
         if self._track_idle:
             self._schedule_idle(rec)
         return None
+
+    def _hand_over(self, rec: Record, now: float) -> Ticket:
+        """Give an available record to the oldest waiter (there is one); returns its ticket."""
+        waiters = self.waiters
+        while True:
+            ticket = waiters.popleft()
+            if ticket.state == WAITING:
+                break
+        self.waiting -= 1
+        ticket.state = SERVED
+        ticket.record = rec
+        if ticket.managed:  # usually the head of ``timed``: drop it and any stale ones behind
+            timed = self.timed
+            while timed and timed[0].state != WAITING:
+                timed.popleft()
+        self.busy[id(rec.conn)] = rec
+        rec.state = BUSY
+        rec.uses += 1
+        rec.checked_out = now
+        self.acquired += 1
+        wait = self.wait_times  # Samples.add, inlined (every hand-over)
+        value = now - ticket.since
+        wait.values[wait.count & wait._mask] = value
+        wait.count += 1
+        if value > wait.max:  # noqa: PLR1730
+            wait.max = value
+        if self.leak_timeout is not None and not rec.leak_sched:
+            self._schedule_leak(rec)
+        return ticket
 
     def _retire(self, rec: Record) -> None:
         if rec.replacing:

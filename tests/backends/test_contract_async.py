@@ -635,3 +635,33 @@ def test_trio_clock_is_the_scheduler_clock() -> None:
     real = time.monotonic()
     trio.run(main, clock=clock)
     assert time.monotonic() - real < LONG
+
+
+@needs_trio
+def test_trio_bound_clock_reads_the_runs_clock() -> None:
+    import trio
+    import trio.testing
+
+    from connpool.backends._trio import TrioScheduler
+
+    sched = get_backend("trio")
+    clock = trio.testing.MockClock()
+
+    async def main() -> None:
+        read = sched.clock()  # type: ignore[attr-defined]
+        assert read() == sched.monotonic() == clock.current_time()
+        clock.jump(1234.5)
+        assert read() == sched.monotonic() == clock.current_time()
+
+    trio.run(main, clock=clock)
+
+    class Shifted(TrioScheduler):
+        def monotonic(self) -> float:
+            return super().monotonic() + 1000.0
+
+    shifted = Shifted()
+
+    async def overridden() -> None:
+        assert shifted.clock()() - clock.current_time() == 1000.0  # its own monotonic, not the run's
+
+    trio.run(overridden, clock=clock)

@@ -7,6 +7,7 @@ import functools
 import anyio
 import pytest
 
+import testenv
 from connpool import AsyncPool, PoolClosed, PoolTimeout, TooManyWaiters
 
 from .helpers import ArmedScheduler, Factory, FakeConn, Interrupt, aassert_consistent, await_until
@@ -377,3 +378,36 @@ async def test_many_tasks_nothing_lost(asched, factory):
         assert stats.waiting == 0 and stats.in_use == 0
         await aassert_consistent(asched, pool, factory)
     assert factory.open_conns() == []
+
+
+@pytest.mark.skipif("trio" not in testenv.ASYNC_ENABLED, reason="trio not enabled here")
+def test_trio_pool_reads_the_runs_clock():
+    """On trio every time rule reads the run's clock (so ``MockClock`` applies), through the
+    scheduler's bound ``clock()``: an hour-long wait and an idle expiry take no real time."""
+    import time
+
+    import trio
+    import trio.testing
+
+    from connpool.backends import get_backend
+
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    factory = Factory()
+
+    async def main() -> None:
+        sched = get_backend("trio")
+        async with AsyncPool(factory.aconnect, backend=sched, max_size=1, max_idle=600, timeout=3600) as pool:
+            assert pool._now() == clock.current_time()
+            conn = await pool.acquire()
+            began = trio.current_time()
+            with pytest.raises(PoolTimeout):
+                await pool.acquire()  # waits the whole hour of the run's clock
+            assert trio.current_time() - began >= 3600
+            pool.release(conn)
+            await trio.sleep(1200)  # past max_idle: the housekeeper retires it
+            assert pool.stats().size == 0
+            assert conn.closed
+
+    real = time.monotonic()
+    trio.run(main, clock=clock)
+    assert time.monotonic() - real < 30

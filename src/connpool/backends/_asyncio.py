@@ -19,7 +19,7 @@ from typing import Any, Literal, cast, final
 
 import sniffio
 
-from ._base import AsyncEvent, AsyncLock, AsyncQueue, AsyncWaiter
+from ._base import AsyncEvent, AsyncLock, AsyncQueue
 
 __all__ = ["AsyncioScheduler"]
 
@@ -414,9 +414,9 @@ class AsyncioScheduler:
         """A new, unset event (binds to a loop only while waited on)."""
         return _AsyncioEvent()
 
-    def waiter(self) -> AsyncWaiter:
-        """A one-shot wake-up for one task (a future; a timer only for a timeout)."""
-        return _AsyncioWaiter()
+    #: A one-shot wake-up for one task (a future; a timer only for a timeout).
+    #: (The class itself, so that a wait costs no factory call.)
+    waiter = staticmethod(_AsyncioWaiter)
 
     def queue(self) -> AsyncQueue[Any]:
         """A new, empty unbounded queue."""

@@ -33,7 +33,11 @@ Rules every implementation keeps:
   ``True`` once set and ``False`` on timeout, and is called at most once.
   It is what the pool's waiting callers block on: much cheaper than an event,
   which must support many waiters and ``clear()``.  Without it the pool uses
-  ``event()``.
+  ``event()``.  An async waiter's ``wait`` may return any awaitable (trio's
+  returns ``wait_task_rescheduled`` itself, with no coroutine of its own).
+* ``clock()`` (optional, async schedulers) returns a function that reads what
+  ``monotonic()`` reads, bound to the running loop's clock; the pool looks it
+  up on the scheduler's class when it opens and uses it for every reading.
 * Nothing binds to an event loop or hub until it is used: creating a
   scheduler, an event or a queue outside a running loop is allowed, and the
   object attaches to the loop that first waits on it.
@@ -196,7 +200,7 @@ class AsyncWaiter(Protocol):
     def set(self) -> None:
         """Wake the task (now, or at once when it waits later); a plain call."""
 
-    async def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None) -> Awaitable[bool]:
         """Wait until set (``True``) or until ``timeout`` seconds pass (``False``); call once.
 
         Cancellation of the waiting task propagates unchanged.

@@ -20,7 +20,7 @@ import eventlet.hubs
 import eventlet.queue
 from greenlet import GreenletExit, getcurrent
 
-from ._base import SyncEvent, SyncLock, SyncQueue, SyncWaiter, TaskHandle
+from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
 from ._green import GreenQueue, GreenTimeout
 from ._threading import NOOP_LOCK, _task_name
 
@@ -238,9 +238,9 @@ class EventletScheduler:
         """A new, unset, reusable event."""
         return _EventletEvent()
 
-    def waiter(self) -> SyncWaiter:
-        """A one-shot wake-up for one green thread (parked on the hub)."""
-        return _EventletWaiter()
+    #: A one-shot wake-up for one green thread (parked on the hub).
+    #: (The class itself, so that a wait costs no factory call.)
+    waiter = staticmethod(_EventletWaiter)
 
     def queue(self) -> SyncQueue[Any]:
         """A new, empty unbounded queue on eventlet's own queue."""

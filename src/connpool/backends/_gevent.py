@@ -20,7 +20,7 @@ import gevent.queue
 from gevent.hub import Waiter, get_hub
 from greenlet import GreenletExit
 
-from ._base import SyncEvent, SyncLock, SyncQueue, SyncWaiter, TaskHandle
+from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
 from ._green import GreenQueue, GreenTimeout
 from ._threading import NOOP_LOCK, _task_name
 
@@ -146,9 +146,9 @@ class GeventScheduler:
         event: SyncEvent = gevent.event.Event()
         return event
 
-    def waiter(self) -> SyncWaiter:
-        """A one-shot wake-up for one greenlet (a hub ``Waiter``; a loop timer for the timeout)."""
-        return _GeventWaiter()
+    #: A one-shot wake-up for one greenlet (a hub ``Waiter``; a loop timer for the timeout).
+    #: (The class itself, so that a wait costs no factory call.)
+    waiter = staticmethod(_GeventWaiter)
 
     def queue(self) -> SyncQueue[Any]:
         """A new, empty unbounded queue on gevent's own queue."""

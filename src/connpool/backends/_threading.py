@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, cast, final
 
-from ._base import SyncEvent, SyncLock, SyncQueue, SyncWaiter, TaskHandle
+from ._base import SyncEvent, SyncLock, SyncQueue, TaskHandle
 
 __all__ = ["NoOpLock", "ThreadingScheduler"]
 
@@ -198,9 +198,9 @@ class ThreadingScheduler:
         """A new, unset :class:`threading.Event`."""
         return threading.Event()
 
-    def waiter(self) -> SyncWaiter:
-        """A one-shot wake-up for one thread (a lock it blocks on until ``set()``)."""
-        return _ThreadWaiter()
+    #: A one-shot wake-up for one thread (a lock it blocks on until ``set()``).
+    #: (The class itself, so that a wait costs no factory call.)
+    waiter = staticmethod(_ThreadWaiter)
 
     def queue(self) -> SyncQueue[Any]:
         """A new, empty unbounded queue."""

@@ -19,7 +19,7 @@ from typing import Any, Literal, cast, final
 import outcome
 import trio
 
-from ._base import AsyncEvent, AsyncLock, AsyncQueue, AsyncWaiter
+from ._base import AsyncEvent, AsyncLock, AsyncQueue
 
 __all__ = ["TrioScheduler"]
 
@@ -141,18 +141,25 @@ class _TrioWaiter:
         self._task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    async def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None) -> Awaitable[bool]:
         """Wait until set (``True``) or until ``timeout`` seconds pass (``False``).
 
-        Returns at once, without a checkpoint, when already set.
+        Returns at once, without a checkpoint, when already set.  A wait with
+        no timeout is trio's own ``wait_task_rescheduled`` (no extra frame).
         """
+        if timeout is None:
+            if self._woken:
+                return self._wait(math.inf)
+            self._task = trio.lowlevel.current_task()
+            return trio.lowlevel.wait_task_rescheduled(self._abort)
+        return self._wait(timeout)
+
+    async def _wait(self, timeout: float) -> bool:
         if self._woken:
             return True
         if timeout is not None and timeout <= 0:
             return False
         self._task = trio.lowlevel.current_task()
-        if timeout is None:
-            return bool(await trio.lowlevel.wait_task_rescheduled(self._abort))
         with trio.move_on_after(timeout):
             return bool(await trio.lowlevel.wait_task_rescheduled(self._abort))
         return False
@@ -315,9 +322,9 @@ class TrioScheduler:
         """A new, unset, reusable event (creatable outside ``trio.run``)."""
         return _TrioEvent()
 
-    def waiter(self) -> AsyncWaiter:
-        """A one-shot wake-up for one task (a direct park and reschedule)."""
-        return _TrioWaiter()
+    #: A one-shot wake-up for one task (a direct park and reschedule).
+    #: (The class itself, so that a wait costs no factory call.)
+    waiter = staticmethod(_TrioWaiter)
 
     # A cancellation point and a yield to other tasks; trio's own function, no extra frame.
     checkpoint = staticmethod(trio.lowlevel.checkpoint)
@@ -338,6 +345,17 @@ class TrioScheduler:
         """A new :class:`trio.Lock`."""
         # cast: AsyncLock declares ``__aexit__(*exc_info)``, which no real lock's signature matches.
         return cast(AsyncLock, trio.Lock())
+
+    def clock(self) -> Callable[[], float]:
+        """A function reading what :meth:`monotonic` reads, bound to the current run's clock.
+
+        Call it inside ``trio.run``: it returns the run's ``clock.current_time``
+        (one call per reading instead of four).  A subclass that overrides
+        :meth:`monotonic` gets its own ``monotonic`` back.
+        """
+        if type(self).monotonic is not TrioScheduler.monotonic:
+            return self.monotonic
+        return trio.lowlevel.current_clock().current_time
 
     def monotonic(self) -> float:
         """Trio's clock inside ``trio.run`` (so ``MockClock`` applies), else :func:`time.monotonic`."""
