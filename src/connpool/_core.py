@@ -259,6 +259,9 @@ class Core:
         self.min_size = min_size
         self.max_size = max_size
         self.burst_limit = burst_limit
+        # Whether the size may exceed max_size (a burst, or a resize down): only then can a
+        # returning connection find the pool full, so the release hot path checks it only then.
+        self._may_exceed = burst_limit is not None
         self.max_waiting = max_waiting
         self.lifo = lifo
         self.max_connecting = max_connecting
@@ -346,8 +349,7 @@ class Core:
             rec.state = BUSY
             rec.uses += 1
             rec.checked_out = now
-            self.acquired += 1
-            self.wait_times.zeros += 1
+            self.acquired += 1  # no wait sample: stats() counts these as waits of 0
             if self.leak_timeout is not None and not rec.leak_sched:
                 self._schedule_leak(rec)
             return rec
@@ -495,7 +497,7 @@ class Core:
             return self._recycle(rec, now, discard)
         if self.waiting:
             return self._hand_over(rec, now)
-        if rec.replacing or len(self.idle) + len(busy) >= self.max_size:
+        if rec.replacing or (self._may_exceed and len(self.idle) + len(busy) >= self.max_size):
             return self._place(rec, now)
         rec.returned = rec.pinged = now
         rec.state = IDLE
@@ -638,6 +640,8 @@ class Core:
         validate_sizes(new_min, new_max, None)
         if self.burst_limit is not None and self.burst_limit < new_max:
             self.burst_limit = new_max
+        if new_max < self.max_size:
+            self._may_exceed = True
         self.min_size, self.max_size = new_min, new_max
         while self.idle and self.size > new_max:
             self._retire(self.idle.popleft())
@@ -784,6 +788,8 @@ class Core:
     def stats(self) -> dict[str, Any]:
         """The numbers behind :class:`connpool.PoolStats` (milliseconds for times)."""
         wait, use = self.wait_times, self.use_times
+        # Checkouts that waited left a sample each; the others waited 0 (nothing stored on the fast path).
+        wait.zeros = max(0, self.acquired - wait.count)
         return {
             "min_size": self.min_size,
             "max_size": self.max_size,

@@ -17,3 +17,55 @@ def test_new_waiter_during_backoff_starts_one_more_attempt_within_max_connecting
     core.enqueue(0.0, None)  # a third: max_connecting (2) is reached, nothing more starts
     assert core.plan_connects() == 0
     assert core.connect_failed(OSError("refused")) == core.backoff_initial * 2  # failures add up
+
+
+def _fill(core: Core, n: int) -> list[object]:
+    """Open ``n`` connections and check them all out; returns them."""
+    conns: list[object] = []
+    for _ in range(n):
+        core.min_size = len(conns) + 1
+        assert core.plan_connects() == 1
+        core.connect_done(object(), 0.0)
+        rec = core.checkout(0.0)
+        assert rec is not None
+        conns.append(rec.conn)
+    core.min_size = 0
+    return conns
+
+
+def test_resize_down_while_all_are_out_closes_the_excess_as_they_return():
+    core = Core(max_size=4)
+    conns = _fill(core, 4)
+    core.resize(max_size=2)
+    for conn in conns:
+        assert core.checkin(conn, 1.0) is None
+    assert core.size == 2  # two returned to idle, the two above max_size were closed
+    assert len(core.to_close) == 2
+
+
+def test_burst_connections_close_when_they_return_with_nobody_waiting():
+    core = Core(max_size=2, burst_limit=3)
+    conns = _fill(core, 2)
+    core.enqueue(0.0, None)
+    assert core.plan_connects() == 1  # a burst connection for the waiter
+    ticket = core.connect_done(object(), 0.0)
+    assert ticket is not None and ticket.record is not None
+    for conn in [*conns, ticket.record.conn]:
+        core.checkin(conn, 1.0)
+    assert core.size == 2
+    assert len(core.to_close) == 1
+
+
+def test_wait_percentiles_count_immediate_checkouts_as_zero_waits():
+    core = Core(max_size=1)
+    conns = _fill(core, 1)  # one immediate checkout (no sample stored)
+    for _ in range(2):  # two more immediate ones
+        core.checkin(conns[0], 0.0)
+        rec = core.checkout(0.0)
+        assert rec is not None
+    ticket = core.enqueue(1.0, None)  # one caller waits 2 s for the hand-over
+    assert core.checkin(conns[0], 3.0) is ticket
+    stats = core.stats()
+    assert stats["acquired"] == 4
+    assert stats["wait_p50"] == 0.0  # three of the four waits were 0
+    assert stats["wait_p99"] == stats["wait_max"] == 2000.0
