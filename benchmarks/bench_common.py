@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.metadata
+import operator
 import platform
 import sys
 import time
@@ -123,6 +124,46 @@ def deque_floor(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any
     """The floor on sync runtimes: ``deque.pop`` / ``deque.append``, prefilled, never waits."""
     idle = deque(connect() for _ in range(max_size))
     yield idle.pop, idle.append
+
+
+Factory = Callable[[Callable[[], Any], int], contextlib.AbstractContextManager[tuple[Any, Any]]]
+
+
+def connpool_adapter(backend: str) -> Factory:
+    """The subject on a sync runtime: ``connpool.Pool`` on ``backend``."""
+
+    @contextlib.contextmanager
+    def adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
+        from connpool import Pool
+
+        with Pool(connect, backend=backend, max_size=max_size) as pool:
+            yield pool.acquire, pool.release
+
+    return adapter
+
+
+def minimal_adapter(pool_class: Callable[[Callable[[], Any], int], Any]) -> Factory:
+    """The reference on a sync runtime: that runtime's minimal fair pool class."""
+
+    @contextlib.contextmanager
+    def adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
+        pool = pool_class(connect, max_size)
+        yield pool.acquire, pool.release
+
+    return adapter
+
+
+@contextlib.contextmanager
+def sqlalchemy_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
+    """SQLAlchemy's ``QueuePool`` (threading, and gevent/eventlet under monkey-patching)."""
+    from sqlalchemy.pool import QueuePool
+
+    pool = QueuePool(connect, pool_size=max_size, max_overflow=0)
+    try:
+        # checkout returns a _ConnectionFairy proxy; fairy.close() checks it back in.
+        yield pool.connect, operator.methodcaller("close")
+    finally:
+        pool.dispose()
 
 
 # --------------------------------------------------------------------------- statistics

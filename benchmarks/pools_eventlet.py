@@ -11,7 +11,6 @@ Contended workloads run ``CONTENDED_TASKS`` green threads; "yield once" is ``eve
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +20,14 @@ import eventlet.hubs
 import eventlet.pools
 import greenlet
 
-from bench_common import CONTENDED_TASKS, PoolSpec, deque_floor
+from bench_common import (
+    CONTENDED_TASKS,
+    PoolSpec,
+    connpool_adapter,
+    deque_floor,
+    minimal_adapter,
+    sqlalchemy_adapter,
+)
 
 
 class EventletKit:
@@ -84,39 +90,14 @@ class MinimalFairPool:
 
 
 @contextlib.contextmanager
-def connpool_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    from connpool import Pool
-
-    with Pool(connect, backend="eventlet", max_size=max_size) as pool:
-        yield pool.acquire, pool.release
-
-
-@contextlib.contextmanager
-def minimal_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    pool = MinimalFairPool(connect, max_size)
-    yield pool.acquire, pool.release
-
-
-@contextlib.contextmanager
 def eventlet_pools_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
     pool = eventlet.pools.Pool(max_size=max_size, create=connect)
     yield pool.get, pool.put
 
 
-@contextlib.contextmanager
-def sqlalchemy_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    from sqlalchemy.pool import QueuePool
-
-    pool = QueuePool(connect, pool_size=max_size, max_overflow=0)
-    try:
-        yield pool.connect, operator.methodcaller("close")
-    finally:
-        pool.dispose()
-
-
 POOLS = [
-    PoolSpec("connpool Pool(eventlet)", "subject", connpool_adapter, ("connpool",)),
-    PoolSpec("minimal fair pool", "reference", minimal_adapter),
+    PoolSpec("connpool Pool(eventlet)", "subject", connpool_adapter("eventlet"), ("connpool",)),
+    PoolSpec("minimal fair pool", "reference", minimal_adapter(MinimalFairPool)),
     PoolSpec("eventlet.pools.Pool", "library", eventlet_pools_adapter, ("eventlet",)),
     PoolSpec("sqlalchemy QueuePool (patched)", "library", sqlalchemy_adapter, ("sqlalchemy",)),
     PoolSpec("deque floor", "floor", deque_floor, unbounded=True),

@@ -12,7 +12,6 @@ Contended workloads run ``CONTENDED_TASKS`` greenlets; "yield once" is ``gevent.
 from __future__ import annotations
 
 import contextlib
-import operator
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +20,14 @@ import gevent
 import gevent.queue
 from gevent.hub import Waiter
 
-from bench_common import CONTENDED_TASKS, PoolSpec, deque_floor
+from bench_common import (
+    CONTENDED_TASKS,
+    PoolSpec,
+    connpool_adapter,
+    deque_floor,
+    minimal_adapter,
+    sqlalchemy_adapter,
+)
 
 
 class GeventKit:
@@ -80,20 +86,6 @@ class MinimalFairPool:
 
 
 @contextlib.contextmanager
-def connpool_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    from connpool import Pool
-
-    with Pool(connect, backend="gevent", max_size=max_size) as pool:
-        yield pool.acquire, pool.release
-
-
-@contextlib.contextmanager
-def minimal_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    pool = MinimalFairPool(connect, max_size)
-    yield pool.acquire, pool.release
-
-
-@contextlib.contextmanager
 def queue_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
     queue: gevent.queue.Queue[Any] = gevent.queue.Queue()
     for _ in range(max_size):
@@ -101,20 +93,9 @@ def queue_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[A
     yield queue.get, queue.put_nowait
 
 
-@contextlib.contextmanager
-def sqlalchemy_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    from sqlalchemy.pool import QueuePool
-
-    pool = QueuePool(connect, pool_size=max_size, max_overflow=0)
-    try:
-        yield pool.connect, operator.methodcaller("close")
-    finally:
-        pool.dispose()
-
-
 POOLS = [
-    PoolSpec("connpool Pool(gevent)", "subject", connpool_adapter, ("connpool",)),
-    PoolSpec("minimal fair pool", "reference", minimal_adapter),
+    PoolSpec("connpool Pool(gevent)", "subject", connpool_adapter("gevent"), ("connpool",)),
+    PoolSpec("minimal fair pool", "reference", minimal_adapter(MinimalFairPool)),
     PoolSpec("gevent.queue.Queue pool", "recipe", queue_adapter, ("gevent",)),
     PoolSpec("sqlalchemy QueuePool (patched)", "library", sqlalchemy_adapter, ("sqlalchemy",)),
     PoolSpec("deque floor", "floor", deque_floor, unbounded=True),

@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import operator
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench_common import CONTENDED_THREADS, ENDPOINT, PoolSpec, deque_floor
+from bench_common import (
+    CONTENDED_THREADS,
+    ENDPOINT,
+    PoolSpec,
+    connpool_adapter,
+    deque_floor,
+    minimal_adapter,
+    sqlalchemy_adapter,
+)
 
 
 class ThreadingKit:
@@ -98,20 +105,6 @@ class MinimalFairPool:
 # --------------------------------------------------------------------------- adapters
 
 
-@contextlib.contextmanager
-def connpool_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    from connpool import Pool
-
-    with Pool(connect, backend="threading", max_size=max_size) as pool:
-        yield pool.acquire, pool.release
-
-
-@contextlib.contextmanager
-def minimal_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    pool = MinimalFairPool(connect, max_size)
-    yield pool.acquire, pool.release
-
-
 def _psycopg_standin(connect: Callable[[], Any]) -> type:
     """A class psycopg_pool accepts as ``connection_class``, wrapping ``connect()``'s objects."""
     from psycopg.pq import TransactionStatus
@@ -158,18 +151,6 @@ def psycopg_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple
 
 
 @contextlib.contextmanager
-def sqlalchemy_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    from sqlalchemy.pool import QueuePool
-
-    pool = QueuePool(connect, pool_size=max_size, max_overflow=0)
-    try:
-        # checkout returns a _ConnectionFairy proxy; fairy.close() checks it back in.
-        yield pool.connect, operator.methodcaller("close")
-    finally:
-        pool.dispose()
-
-
-@contextlib.contextmanager
 def proxypattern_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
     from ProxyPatternPool import Pool
 
@@ -201,8 +182,8 @@ def generic_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple
 STANDIN_NOTE = "psycopg_pool with a stand-in connection_class (no database; see the module docstring)"
 
 POOLS = [
-    PoolSpec("connpool Pool(threading)", "subject", connpool_adapter, ("connpool",)),
-    PoolSpec("minimal fair pool", "reference", minimal_adapter),
+    PoolSpec("connpool Pool(threading)", "subject", connpool_adapter("threading"), ("connpool",)),
+    PoolSpec("minimal fair pool", "reference", minimal_adapter(MinimalFairPool)),
     PoolSpec(
         "psycopg_pool ConnectionPool", "library", psycopg_adapter, ("psycopg-pool", "psycopg"), STANDIN_NOTE
     ),
