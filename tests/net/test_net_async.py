@@ -431,3 +431,57 @@ async def test_errors_are_net_errors(anyio_backend: str) -> None:
     with refusing_port() as port:
         with pytest.raises(NetError):
             await AsyncTCPConnector("127.0.0.1", port).connect()
+
+
+class _Candidate:
+    """A stand-in socket for the address loop: remembers whether it was closed."""
+
+    def __init__(self, sockaddr: tuple[str, int]) -> None:
+        self.sockaddr = sockaddr
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _infos(*ports: int) -> list[Any]:
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)) for port in ports]
+
+
+async def test_address_loop_tries_each_address_in_order_and_closes_the_failed(anyio_backend: str) -> None:
+    """The loop asyncio and trio share: a refused address is closed and the next one tried;
+    when none connects, the refusal is the cause; a cancellation closes the candidate."""
+    from connpool.net._async import _first_connected
+    from connpool.net._errors import Attempt
+
+    made: list[_Candidate] = []
+    outcomes: dict[int, BaseException | None] = {}
+
+    def new_socket(family: int, type_: int, proto: int) -> _Candidate:
+        made.append(_Candidate(("", 0)))
+        return made[-1]
+
+    async def connect(sock: _Candidate, sockaddr: tuple[str, int]) -> None:
+        sock.sockaddr = sockaddr
+        outcome = outcomes[sockaddr[1]]
+        if outcome is not None:
+            raise outcome
+
+    outcomes.update({1: ConnectionRefusedError(errno.ECONNREFUSED, "refused"), 2: None})
+    sock = await _first_connected(Attempt("db", 5432, None), _infos(1, 2), new_socket, connect)
+    assert sock is made[1] and sock.sockaddr == ("127.0.0.1", 2) and not sock.closed
+    assert made[0].closed
+
+    made.clear()
+    unreachable = OSError(errno.ENETUNREACH, "unreachable")
+    outcomes.update({1: ConnectionRefusedError(errno.ECONNREFUSED, "refused"), 2: unreachable})
+    with pytest.raises(ConnectRefused) as info:
+        await _first_connected(Attempt("db", 5432, None), _infos(1, 2), new_socket, connect)
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert [c.closed for c in made] == [True, True]
+
+    made.clear()
+    outcomes.update({1: KeyboardInterrupt()})
+    with pytest.raises(KeyboardInterrupt):
+        await _first_connected(Attempt("db", 5432, None), _infos(1, 2), new_socket, connect)
+    assert [c.closed for c in made] == [True]  # closed, and the next address not tried

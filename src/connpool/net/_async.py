@@ -343,25 +343,11 @@ async def _asyncio_open(
     if not infos:
         raise attempt.resolve_error(None)
 
-    errors: list[OSError] = []
-    sock = None
-    for family, type_, proto, _canonname, sockaddr in infos:
-        attempt.connecting_to(sockaddr)
-        candidate = socket.socket(family, type_, proto)
-        try:
-            candidate.setblocking(False)
-            await loop.sock_connect(candidate, sockaddr)
-        except OSError as exc:
-            candidate.close()
-            errors.append(exc)
-            continue
-        except BaseException:
-            candidate.close()
-            raise
-        sock = candidate
-        break
-    if sock is None:
-        raise attempt.connect_error(errors) from first_connect_cause(errors)
+    async def connect(sock: socket.socket, sockaddr: Any) -> None:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, sockaddr)
+
+    sock = await _first_connected(attempt, infos, socket.socket, connect)
 
     if context is not None:
         attempt.phase = "TLS handshake"
@@ -383,6 +369,34 @@ async def _asyncio_open(
         stream.close()
         raise
     return stream
+
+
+async def _first_connected(
+    attempt: Attempt,
+    infos: list[Any],
+    new_socket: Callable[[int, int, int], Any],
+    connect: Callable[[Any, Any], Awaitable[None]],
+) -> Any:
+    """The first socket that connects, trying the resolved addresses in order (asyncio and trio).
+
+    A failed candidate is closed; when none connects, the attempt's connect
+    error is raised, chained to the most telling cause.
+    """
+    errors: list[OSError] = []
+    for family, type_, proto, _canonname, sockaddr in infos:
+        attempt.connecting_to(sockaddr)
+        candidate = new_socket(family, type_, proto)
+        try:
+            await connect(candidate, sockaddr)
+        except OSError as exc:
+            candidate.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            candidate.close()
+            raise
+        return candidate
+    raise attempt.connect_error(errors) from first_connect_cause(errors)
 
 
 async def _trio_connect(
@@ -418,24 +432,10 @@ async def _trio_open(
     if not infos:
         raise attempt.resolve_error(None)
 
-    errors: list[OSError] = []
-    sock = None
-    for family, type_, proto, _canonname, sockaddr in infos:
-        attempt.connecting_to(sockaddr)
-        candidate = trio.socket.socket(family, type_, proto)
-        try:
-            await candidate.connect(sockaddr)
-        except OSError as exc:
-            candidate.close()
-            errors.append(exc)
-            continue
-        except BaseException:
-            candidate.close()
-            raise
-        sock = candidate
-        break
-    if sock is None:
-        raise attempt.connect_error(errors) from first_connect_cause(errors)
+    async def connect(sock: Any, sockaddr: Any) -> None:
+        await sock.connect(sockaddr)
+
+    sock = await _first_connected(attempt, infos, trio.socket.socket, connect)
 
     try:
         transport = trio.SocketStream(sock)  # sets TCP_NODELAY: configure after
