@@ -35,14 +35,6 @@ MAIN_PYTHON = "3.11"
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 ALL_EXTRAS = ".[gevent,eventlet,trio,redis,psycopg,plot]"
 LINTED = ["src", "tests", "benchmarks", "noxfile.py"]
-BENCH_PACKAGES = [
-    "asyncio-connection-pool",
-    "psycopg-pool",
-    "sqlalchemy",
-    "proxypatternpool",
-    "generic-connection-pool",
-    "pyinstrument",
-]
 
 
 def install(session: nox.Session, target: str, *groups: str) -> None:
@@ -60,7 +52,7 @@ def pytest(session: nox.Session, *runner: str, env: dict[str, str] | None = None
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The whole suite on threading, asyncio and trio."""
-    install(session, ALL_EXTRAS, "test")
+    install(session, ALL_EXTRAS, "test", "bench")  # bench: the benchmark suite's smoke test
     pytest(session)
 
 
@@ -117,5 +109,5 @@ def demo(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON)
 def bench(session: nox.Session) -> None:
     """connpool side by side with other pools, each runtime in its own process (see benchmarks/)."""
-    session.install("-e", ALL_EXTRAS, *BENCH_PACKAGES)
+    install(session, ALL_EXTRAS, "bench")
     session.run("python", "benchmarks/run.py", *(session.posargs or ["--runtime", "all"]))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import operator
 import platform
@@ -164,6 +165,107 @@ def sqlalchemy_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tu
         yield pool.connect, operator.methodcaller("close")
     finally:
         pool.dispose()
+
+
+def _psycopg_standin(connect: Callable[[], Any]) -> type:
+    """A class psycopg_pool accepts as ``connection_class``, wrapping ``connect()``'s objects.
+
+    psycopg_pool needs no database: ``ConnectionPool(connection_class=...)`` accepts any
+    class with a ``connect(conninfo, **kwargs)`` class method, and the pool only touches
+    ``pgconn.transaction_status``, ``close()`` and a few private attributes it sets itself.
+    Its ``getconn`` / ``putconn`` code path is the real one (lock, waiting queue, expiry
+    check, stats).
+    """
+    from psycopg.pq import TransactionStatus
+
+    class PgStatus:
+        transaction_status = TransactionStatus.IDLE
+
+    class StandInConnection:
+        pgconn = PgStatus()
+
+        def __init__(self, raw: Any) -> None:
+            self._pool = None
+            self.raw = raw
+            self.roundtrip = getattr(raw, "roundtrip", None)
+
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> StandInConnection:
+            return cls(connect())
+
+        def close(self) -> None:
+            self.raw.close()
+
+        def __enter__(self) -> StandInConnection:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    return StandInConnection
+
+
+@contextlib.contextmanager
+def psycopg_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
+    """psycopg_pool's ``ConnectionPool`` (threading, and gevent/eventlet under monkey-patching)."""
+    from psycopg_pool import ConnectionPool
+
+    pool: Any = ConnectionPool(
+        connection_class=_psycopg_standin(connect), min_size=max_size, max_size=max_size, open=False
+    )
+    pool.open(wait=True)
+    try:
+        yield pool.getconn, pool.putconn
+    finally:
+        pool.close()
+
+
+@contextlib.contextmanager
+def proxypattern_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
+    """ProxyPatternPool's ``Pool``: threads, and greenlets under monkey-patching."""
+    from ProxyPatternPool import Pool
+
+    pool = Pool(lambda _number: connect(), max_size=max_size)
+    try:
+        yield pool.get, pool.ret
+    finally:
+        pool.shutdown()
+
+
+@contextlib.contextmanager
+def generic_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
+    """generic-connection-pool, threading flavour (cooperative under monkey-patching)."""
+    from generic_connection_pool.threading import BaseConnectionManager, ConnectionPool
+
+    class Manager(BaseConnectionManager[str, Any]):
+        def create(self, endpoint: str, timeout: float | None = None) -> Any:
+            return connect()
+
+        def dispose(self, endpoint: str, conn: Any, timeout: float | None = None) -> None:
+            conn.close()
+
+    pool: Any = ConnectionPool(Manager(), min_idle=max_size, max_size=max_size, total_max_size=max_size)
+    try:
+        yield functools.partial(pool.acquire, ENDPOINT), functools.partial(pool.release, endpoint=ENDPOINT)
+    finally:
+        pool.close(timeout=1.0)
+
+
+PSYCOPG = ("psycopg-pool", "psycopg")
+GENERIC = ("generic-connection-pool",)
+STANDIN_NOTE = "psycopg_pool with a stand-in connection_class (no database; see bench_common)"
+
+
+def full_featured_sync(suffix: str = "") -> list[PoolSpec]:
+    """The full-featured pools built on ``threading``: psycopg_pool, SQLAlchemy,
+    ProxyPatternPool and generic-connection-pool. gevent and eventlet applications run them
+    too once the process is monkey-patched (``suffix`` then says so in their names)."""
+    return [
+        PoolSpec(f"psycopg_pool ConnectionPool{suffix}", "library", psycopg_adapter, PSYCOPG, STANDIN_NOTE),
+        PoolSpec(f"sqlalchemy QueuePool{suffix}", "library", sqlalchemy_adapter, ("sqlalchemy",)),
+        PoolSpec(f"ProxyPatternPool Pool{suffix}", "library", proxypattern_adapter, ("proxypatternpool",)),
+        PoolSpec(f"generic-connection-pool{suffix}", "library", generic_adapter, GENERIC),
+    ]
 
 
 # --------------------------------------------------------------------------- statistics

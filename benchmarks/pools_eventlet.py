@@ -1,10 +1,13 @@
 """The eventlet line-up (monkey-patched process): connpool, the minimal fair pool,
-``eventlet.pools.Pool``, SQLAlchemy's QueuePool under monkey-patching and the deque floor.
+``eventlet.pools.Pool``, the threading-based full-featured pools under monkey-patching
+(psycopg_pool, SQLAlchemy's QueuePool, ProxyPatternPool, generic-connection-pool) and the
+deque floor.
 
 Contended workloads run ``CONTENDED_TASKS`` green threads; "yield once" is ``eventlet.sleep(0)``.
 
 * ``eventlet.pools.Pool(max_size=..., create=connect)``: eventlet's own pool, ``get()`` / ``put()``.
-* SQLAlchemy's QueuePool is what eventlet applications (OpenStack services, for one) use
+* The full-featured pools are the threading ones (``bench_common.full_featured_sync``);
+  SQLAlchemy's QueuePool is what eventlet applications (OpenStack services, for one) use
   under ``eventlet.monkey_patch()``.
 """
 
@@ -25,8 +28,8 @@ from bench_common import (
     PoolSpec,
     connpool_adapter,
     deque_floor,
+    full_featured_sync,
     minimal_adapter,
-    sqlalchemy_adapter,
 )
 
 
@@ -99,6 +102,6 @@ POOLS = [
     PoolSpec("connpool Pool(eventlet)", "subject", connpool_adapter("eventlet"), ("connpool",)),
     PoolSpec("minimal fair pool", "reference", minimal_adapter(MinimalFairPool)),
     PoolSpec("eventlet.pools.Pool", "library", eventlet_pools_adapter, ("eventlet",)),
-    PoolSpec("sqlalchemy QueuePool (patched)", "library", sqlalchemy_adapter, ("sqlalchemy",)),
+    *full_featured_sync(" (patched)"),
     PoolSpec("deque floor", "floor", deque_floor, unbounded=True),
 ]

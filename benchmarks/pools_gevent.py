@@ -1,12 +1,14 @@
 """The gevent line-up (monkey-patched process): connpool, the minimal fair pool, a gevent queue
-pool, SQLAlchemy's QueuePool under monkey-patching and the deque floor.
+pool, the threading-based full-featured pools under monkey-patching (psycopg_pool, SQLAlchemy's
+QueuePool, ProxyPatternPool, generic-connection-pool) and the deque floor.
 
 Contended workloads run ``CONTENDED_TASKS`` greenlets; "yield once" is ``gevent.sleep(0)``.
 
 * gevent queue pool: the recipe gevent users write, a ``gevent.queue.Queue`` prefilled with
   ``max_size`` connections, ``get()`` / ``put_nowait()``.
-* SQLAlchemy's QueuePool is what Flask/SQLAlchemy applications served by gevent workers use;
-  under ``monkey.patch_all()`` its ``threading.Condition`` becomes cooperative.
+* The full-featured pools are the threading ones (``bench_common.full_featured_sync``): what
+  Flask/SQLAlchemy or psycopg applications served by gevent workers use; under
+  ``monkey.patch_all()`` their locks and conditions become cooperative.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from bench_common import (
     PoolSpec,
     connpool_adapter,
     deque_floor,
+    full_featured_sync,
     minimal_adapter,
-    sqlalchemy_adapter,
 )
 
 
@@ -97,6 +99,6 @@ POOLS = [
     PoolSpec("connpool Pool(gevent)", "subject", connpool_adapter("gevent"), ("connpool",)),
     PoolSpec("minimal fair pool", "reference", minimal_adapter(MinimalFairPool)),
     PoolSpec("gevent.queue.Queue pool", "recipe", queue_adapter, ("gevent",)),
-    PoolSpec("sqlalchemy QueuePool (patched)", "library", sqlalchemy_adapter, ("sqlalchemy",)),
+    *full_featured_sync(" (patched)"),
     PoolSpec("deque floor", "floor", deque_floor, unbounded=True),
 ]

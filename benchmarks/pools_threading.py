@@ -4,31 +4,26 @@ ProxyPatternPool, generic-connection-pool (threading flavour) and the deque floo
 Contended workloads run on ``CONTENDED_THREADS`` OS threads; "yield once" is
 ``time.sleep(0)`` (which releases the GIL).
 
-psycopg_pool needs no database: ``ConnectionPool(connection_class=...)`` accepts any class
-with a ``connect(conninfo, **kwargs)`` class method, and the pool only touches
-``pgconn.transaction_status``, ``close()`` and a few private attributes it sets itself, so a
-stand-in class (``_psycopg_standin``) wraps the benchmark's connection. Its ``getconn`` /
-``putconn`` code path is the real one (lock, waiting queue, expiry check, stats).
+The full-featured pools' adapters live in ``bench_common`` (``full_featured_sync``), since
+the gevent and eventlet line-ups run the same pools under monkey-patching; psycopg_pool runs
+with a stand-in connection class there (no database).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from bench_common import (
     CONTENDED_THREADS,
-    ENDPOINT,
     PoolSpec,
     connpool_adapter,
     deque_floor,
+    full_featured_sync,
     minimal_adapter,
-    sqlalchemy_adapter,
 )
 
 
@@ -102,93 +97,9 @@ class MinimalFairPool:
                 self._idle.append(conn)
 
 
-# --------------------------------------------------------------------------- adapters
-
-
-def _psycopg_standin(connect: Callable[[], Any]) -> type:
-    """A class psycopg_pool accepts as ``connection_class``, wrapping ``connect()``'s objects."""
-    from psycopg.pq import TransactionStatus
-
-    class PgStatus:
-        transaction_status = TransactionStatus.IDLE
-
-    class StandInConnection:
-        pgconn = PgStatus()
-
-        def __init__(self, raw: Any) -> None:
-            self._pool = None
-            self.raw = raw
-            self.roundtrip = getattr(raw, "roundtrip", None)
-
-        @classmethod
-        def connect(cls, conninfo: str = "", **kwargs: Any) -> StandInConnection:
-            return cls(connect())
-
-        def close(self) -> None:
-            self.raw.close()
-
-        def __enter__(self) -> StandInConnection:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            pass
-
-    return StandInConnection
-
-
-@contextlib.contextmanager
-def psycopg_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    from psycopg_pool import ConnectionPool
-
-    pool: Any = ConnectionPool(
-        connection_class=_psycopg_standin(connect), min_size=max_size, max_size=max_size, open=False
-    )
-    pool.open(wait=True)
-    try:
-        yield pool.getconn, pool.putconn
-    finally:
-        pool.close()
-
-
-@contextlib.contextmanager
-def proxypattern_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    from ProxyPatternPool import Pool
-
-    pool = Pool(lambda _number: connect(), max_size=max_size)
-    try:
-        yield pool.get, pool.ret
-    finally:
-        pool.shutdown()
-
-
-@contextlib.contextmanager
-def generic_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tuple[Any, Any]]:
-    from generic_connection_pool.threading import BaseConnectionManager, ConnectionPool
-
-    class Manager(BaseConnectionManager[str, Any]):
-        def create(self, endpoint: str, timeout: float | None = None) -> Any:
-            return connect()
-
-        def dispose(self, endpoint: str, conn: Any, timeout: float | None = None) -> None:
-            conn.close()
-
-    pool: Any = ConnectionPool(Manager(), min_idle=max_size, max_size=max_size, total_max_size=max_size)
-    try:
-        yield functools.partial(pool.acquire, ENDPOINT), functools.partial(pool.release, endpoint=ENDPOINT)
-    finally:
-        pool.close(timeout=1.0)
-
-
-STANDIN_NOTE = "psycopg_pool with a stand-in connection_class (no database; see the module docstring)"
-
 POOLS = [
     PoolSpec("connpool Pool(threading)", "subject", connpool_adapter("threading"), ("connpool",)),
     PoolSpec("minimal fair pool", "reference", minimal_adapter(MinimalFairPool)),
-    PoolSpec(
-        "psycopg_pool ConnectionPool", "library", psycopg_adapter, ("psycopg-pool", "psycopg"), STANDIN_NOTE
-    ),
-    PoolSpec("sqlalchemy QueuePool", "library", sqlalchemy_adapter, ("sqlalchemy",)),
-    PoolSpec("ProxyPatternPool Pool", "library", proxypattern_adapter, ("proxypatternpool",)),
-    PoolSpec("generic-connection-pool", "library", generic_adapter, ("generic-connection-pool",)),
+    *full_featured_sync(),
     PoolSpec("deque floor", "floor", deque_floor, unbounded=True),
 ]

@@ -14,8 +14,10 @@ Line-up (see ``pools_<runtime>.py``):
 
 * threading: connpool, minimal fair pool, psycopg_pool (stand-in connections), SQLAlchemy
   QueuePool, ProxyPatternPool, generic-connection-pool, deque floor;
-* gevent: connpool, minimal fair pool, gevent.queue.Queue pool, SQLAlchemy QueuePool, floor;
-* eventlet: connpool, minimal fair pool, eventlet.pools.Pool, SQLAlchemy QueuePool, floor;
+* gevent: connpool, minimal fair pool, gevent.queue.Queue pool, and psycopg_pool, SQLAlchemy
+  QueuePool, ProxyPatternPool and generic-connection-pool under monkey-patching, floor;
+* eventlet: connpool, minimal fair pool, eventlet.pools.Pool, and the same four pools under
+  monkey-patching, floor;
 * asyncio: connpool, minimal fair pool, asyncio-connection-pool, psycopg_pool
   AsyncConnectionPool (stand-in connections), generic-connection-pool (asyncio), floor;
 * trio: connpool, minimal fair pool, trio memory-channel pool, floor.
@@ -154,8 +156,9 @@ def format_table(runtime: str, workers: int | None, workload: str, rows: list[di
     """The main table of one runtime and workload, plus connpool's ratio table."""
     title = WORKLOAD_TITLES[workload].format(workers=workers or "?", unit=UNITS[runtime])
     lines = [f"== {runtime} | {title}"]
+    width = max([36] + [len(r["pool"]) + 4 for r in rows])  # room for the " *" / " !" marks
     head = (
-        f"{'pool':<36}{'ops/s':>12}{'p50 us':>10}{'p99 us':>10}{'max us':>11}{'fair':>7}"
+        f"{'pool':<{width}}{'ops/s':>12}{'p50 us':>10}{'p99 us':>10}{'max us':>11}{'fair':>7}"
         f"{'x best other':>14}{'x minimal':>11}{'x floor':>9}"
     )
     lines += [head, "-" * len(head)]
@@ -169,12 +172,12 @@ def format_table(runtime: str, workers: int | None, workload: str, rows: list[di
         if row.get("teardown_error"):
             notes.append(f"! {row['pool']}: measured, but closing the pool failed: {row['teardown_error']}")
         if row["error"]:
-            lines.append(f"{name:<36}  {row['error']}")
+            lines.append(f"{name:<{width}}  {row['error']}")
             continue
         best = _best(rows, OTHER_KINDS, exclude=row)
         fair = "-" if row["fairness"] is None else f"{row['fairness']:.3f}"
         lines.append(
-            f"{name:<36}{_num(row['ops_per_s']):>12}{_num(row['wait_p50_us']):>10}{_num(row['wait_p99_us']):>10}"
+            f"{name:<{width}}{_num(row['ops_per_s']):>12}{_num(row['wait_p50_us']):>10}{_num(row['wait_p99_us']):>10}"
             f"{_num(row['wait_max_us']):>11}{fair:>7}"
             f"{_ratio(row['ops_per_s'], best and best['ops_per_s']):>14}"
             f"{_ratio(row['ops_per_s'], minimal and minimal['ops_per_s']):>11}"
@@ -186,7 +189,7 @@ def format_table(runtime: str, workers: int | None, workload: str, rows: list[di
         lines.append(
             "  connpool relative to each (ops/s: >1 = connpool faster; waits: <1 = connpool waits less)"
         )
-        lines.append(f"  {'vs':<34}{'ops/s':>9}{'p50':>9}{'p99':>9}{'max':>9}{'fair':>9}")
+        lines.append(f"  {'vs':<{width - 2}}{'ops/s':>9}{'p50':>9}{'p99':>9}{'max':>9}{'fair':>9}")
         for row in rows:
             if row is subject or row["error"]:
                 continue
@@ -196,7 +199,7 @@ def format_table(runtime: str, workers: int | None, workload: str, rows: list[di
                     _ratio(subject[key], row[key]) for key in ("wait_p50_us", "wait_p99_us", "wait_max_us")
                 ]
             lines.append(
-                f"  {row['pool']:<34}{_ratio(subject['ops_per_s'], row['ops_per_s']):>9}"
+                f"  {row['pool']:<{width - 2}}{_ratio(subject['ops_per_s'], row['ops_per_s']):>9}"
                 + "".join(f"{w:>9}" for w in waits)
                 + f"{_ratio(subject['fairness'], row['fairness']):>9}"
             )
