@@ -18,8 +18,8 @@ Vocabulary
 
 *record*
     A :class:`Record` wraps one open connection with its bookkeeping
-    (creation time, last return, checkout count, lifetime deadline, drain
-    generation).
+    (creation time, last return, checkout count, lifetime deadline: minus
+    infinity once it must be closed when it comes back).
 *idle*
     Records ready to be handed out, in a deque (LIFO or FIFO reuse).
 *busy*
@@ -90,7 +90,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ._errors import PoolClosed, PoolTimeout, TooManyWaiters
@@ -127,7 +127,6 @@ class Record:
         "conn",
         "created",
         "expires",
-        "generation",
         "holder",
         "idle_sched",
         "leak_sched",
@@ -142,14 +141,15 @@ class Record:
         "uses",
     )
 
-    def __init__(self, conn: Any, now: float, generation: int, expires: float) -> None:
+    def __init__(self, conn: Any, now: float, expires: float) -> None:
         self.conn = conn
         self.created = now
         self.returned = now  # when it last became idle (or was created)
         self.checked_out = now  # when it was last handed out
         self.uses = 0
-        self.expires = expires  # lifetime deadline (math.inf: none)
-        self.generation = generation
+        # lifetime deadline (math.inf: none); -math.inf once the pool was closed or drained
+        # while it was checked out, so that one comparison on return covers every time rule
+        self.expires = expires
         self.returning = False  # given back, waiting for its reset hook
         self.holder: object = None  # who holds it (leak reports); set by drivers
         self.leaked = False
@@ -210,9 +210,16 @@ class Samples:
         zero_share = self.zeros / (self.zeros + self.count)
         if q <= zero_share:
             return 0.0
-        q = (q - zero_share) / (1.0 - zero_share)
-        ordered = sorted(self.values[:n])
-        return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
+        return quantile(self.values[:n], (q - zero_share) / (1.0 - zero_share))
+
+
+def quantile(values: Iterable[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` (nearest rank); 0.0 when there are none."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return 0.0
+    return ordered[min(n - 1, max(0, math.ceil(q * n) - 1))]
 
 
 def validate_sizes(min_size: Any, max_size: Any, burst_limit: Any) -> None:
@@ -259,13 +266,15 @@ class Core:
         self.min_size = min_size
         self.max_size = max_size
         self.burst_limit = burst_limit
-        # Whether the size may exceed max_size (a burst, or a resize down): only then can a
-        # returning connection find the pool full, so the release hot path checks it only then.
-        self._may_exceed = burst_limit is not None
+        # Whether a return must go through _place: the size may exceed max_size (a burst, or a
+        # resize down), so a returning connection may find the pool full, or a record is being
+        # replaced. Only then does the release hot path look at the size.
+        self._place_on_return = burst_limit is not None
         self.max_waiting = max_waiting
         self.lifo = lifo
         self.max_connecting = max_connecting
         self.max_uses = max_uses
+        self._uses_cap: float = math.inf if max_uses is None else max_uses  # one comparison on return
         self.max_lifetime = max_lifetime
         self.max_idle = max_idle
         self.keepalive_interval = keepalive_interval
@@ -289,7 +298,6 @@ class Core:
         self.returned_leaks: list[tuple[Record, float]] = []  # leaked checkouts now returned
         self.closed = False
         self.force_closed: dict[int, Any] = {}  # id -> conn retired by force_close(), still held
-        self.generation = 0
 
         # time rules: a heap of (when, seq, kind, record), checked lazily
         self.deadlines: list[tuple[float, int, int, Record]] = []
@@ -304,7 +312,7 @@ class Core:
         self.last_error: BaseException | None = None
 
         # counters
-        self.acquired = 0
+        self._retired_uses = 0  # checkouts of closed records: see ``acquired``
         self.timeouts = 0
         self.connects = 0
         self.connect_errors = 0
@@ -312,7 +320,8 @@ class Core:
         self.discarded = 0
         self.leaks = 0
         self.wait_times = Samples()
-        self.use_times = Samples()
+        # the last 1024 use times: a bounded deque, so that a return only appends (in C)
+        self.use_times: deque[float] = deque(maxlen=1024)
         self.connect_times = Samples(256)
 
     # ------------------------------------------------------------ queries
@@ -321,6 +330,16 @@ class Core:
     def size(self) -> int:
         """Open connections: idle plus checked out."""
         return len(self.idle) + len(self.busy)
+
+    @property
+    def acquired(self) -> int:
+        """Checkouts so far (a use handed back by :meth:`unget` does not count).
+
+        Derived from the records' use counts rather than counted on every
+        checkout: those of closed records plus those of the open ones.
+        """
+        live = sum(rec.uses for rec in self.idle) + sum(rec.uses for rec in self.busy.values())
+        return self._retired_uses + live
 
     @property
     def cap(self) -> int:
@@ -347,9 +366,8 @@ class Core:
                 continue
             self.busy[id(rec.conn)] = rec
             rec.state = BUSY
-            rec.uses += 1
+            rec.uses += 1  # counts in ``acquired``; no wait sample: stats() counts a wait of 0
             rec.checked_out = now
-            self.acquired += 1  # no wait sample: stats() counts these as waits of 0
             if self.leak_timeout is not None and not rec.leak_sched:
                 self._schedule_leak(rec)
             return rec
@@ -416,7 +434,6 @@ class Core:
         if self.busy.pop(id(rec.conn), None) is not rec:
             return None  # retired meanwhile by force_close()
         rec.uses -= 1
-        self.acquired -= 1
         return self._recycle(rec, now, False)
 
     def _compact(self) -> None:
@@ -477,27 +494,16 @@ class Core:
             if rec is not None:
                 busy[id(conn)] = rec  # another object with a recycled id, or a reset in flight
             raise _not_checked_out(conn)
-        use = self.use_times  # Samples.add, inlined
-        value = now - rec.checked_out
-        use.values[use.count & use._mask] = value
-        use.count += 1
-        if value > use.max:  # noqa: PLR1730 (cheaper than max())
-            use.max = value
+        self.use_times.append(now - rec.checked_out)
         if rec.leaked:
             rec.leaked = False
             self.returned_leaks.append((rec, now - rec.checked_out))
             self.attention = True
-        if (
-            discard
-            or self.closed
-            or rec.generation != self.generation
-            or rec.expires <= now
-            or (self.max_uses is not None and rec.uses >= self.max_uses)
-        ):
+        if discard or rec.expires <= now or rec.uses >= self._uses_cap:  # closed and drained: -inf
             return self._recycle(rec, now, discard)
         if self.waiting:
             return self._hand_over(rec, now)
-        if rec.replacing or (self._may_exceed and len(self.idle) + len(busy) >= self.max_size):
+        if self._place_on_return:
             return self._place(rec, now)
         rec.returned = rec.pinged = now
         rec.state = IDLE
@@ -517,7 +523,7 @@ class Core:
         if self.busy.pop(id(rec.conn), None) is not rec:
             return None  # retired meanwhile by force_close()
         rec.returning = False
-        self.use_times.add(now - rec.checked_out)
+        self.use_times.append(now - rec.checked_out)
         if rec.leaked:
             rec.leaked = False
             self.returned_leaks.append((rec, now - rec.checked_out))
@@ -549,7 +555,7 @@ class Core:
         expires = math.inf
         if self.max_lifetime is not None:
             expires = now + self.max_lifetime * (1.0 - 0.1 * self._rng())
-        rec = Record(conn, now, self.generation, expires)
+        rec = Record(conn, now, expires)
         rec.ping_factor = 1.0 - 0.2 * self._rng()
         if self.closed:
             self._retire(rec)
@@ -603,6 +609,7 @@ class Core:
         if self.closed:
             return []
         self.closed = True
+        self._retire_on_return()
         while self.idle:
             self._retire(self.idle.popleft())
         failed = []
@@ -629,9 +636,14 @@ class Core:
 
     def drain(self) -> None:
         """Close idle connections now and retire the checked-out ones when they return."""
-        self.generation += 1
+        self._retire_on_return()
         while self.idle:
             self._retire(self.idle.popleft())
+
+    def _retire_on_return(self) -> None:
+        """Checked-out records (held, being reset or pinged) are closed when they come back."""
+        for rec in self.busy.values():
+            rec.expires = -math.inf
 
     def resize(self, min_size: int | None = None, max_size: int | None = None) -> None:
         """Change the limits; idle connections above the new ``max_size`` are closed."""
@@ -641,7 +653,7 @@ class Core:
         if self.burst_limit is not None and self.burst_limit < new_max:
             self.burst_limit = new_max
         if new_max < self.max_size:
-            self._may_exceed = True
+            self._place_on_return = True
         self.min_size, self.max_size = new_min, new_max
         while self.idle and self.size > new_max:
             self._retire(self.idle.popleft())
@@ -738,7 +750,7 @@ class Core:
             self._retire(rec)
             return None
         rec.pinged = now
-        if self.closed or rec.generation != self.generation or rec.expires <= now:
+        if rec.expires <= now:
             self._retire(rec)
             return None
         return self._place(rec, now, touch=False)
@@ -753,6 +765,7 @@ class Core:
         else:
             rec.replacing = True
             self.replacing += 1
+            self._place_on_return = True
             self.attention = True  # plan_connects opens the replacement
 
     def _retire_replaced(self) -> None:
@@ -789,7 +802,8 @@ class Core:
         """The numbers behind :class:`connpool.PoolStats` (milliseconds for times)."""
         wait, use = self.wait_times, self.use_times
         # Checkouts that waited left a sample each; the others waited 0 (nothing stored on the fast path).
-        wait.zeros = max(0, self.acquired - wait.count)
+        acquired = self.acquired
+        wait.zeros = max(0, acquired - wait.count)
         return {
             "min_size": self.min_size,
             "max_size": self.max_size,
@@ -798,7 +812,7 @@ class Core:
             "in_use": len(self.busy),
             "waiting": self.waiting,
             "connecting": self.connecting,
-            "acquired": self.acquired,
+            "acquired": acquired,
             "timeouts": self.timeouts,
             "connects": self.connects,
             "connect_errors": self.connect_errors,
@@ -808,8 +822,8 @@ class Core:
             "wait_p50": wait.percentile(0.5) * 1000.0,
             "wait_p99": wait.percentile(0.99) * 1000.0,
             "wait_max": wait.max * 1000.0,
-            "use_p50": use.percentile(0.5) * 1000.0,
-            "use_p99": use.percentile(0.99) * 1000.0,
+            "use_p50": quantile(use, 0.5) * 1000.0,
+            "use_p99": quantile(use, 0.99) * 1000.0,
             "connect_p50": self.connect_times.percentile(0.5) * 1000.0,
         }
 
@@ -817,13 +831,7 @@ class Core:
 
     def _recycle(self, rec: Record, now: float, discard: bool) -> Ticket | None:
         """A record no caller holds any more: retire it (rule 5) or make it available."""
-        if (
-            discard
-            or self.closed
-            or rec.generation != self.generation
-            or rec.expires <= now
-            or (self.max_uses is not None and rec.uses >= self.max_uses)
-        ):
+        if discard or rec.expires <= now or rec.uses >= self._uses_cap:
             if discard:
                 self.discarded += 1
             self._retire(rec)
@@ -867,7 +875,6 @@ class Core:
         rec.state = BUSY
         rec.uses += 1
         rec.checked_out = now
-        self.acquired += 1
         wait = self.wait_times  # Samples.add, inlined (every hand-over)
         value = now - ticket.since
         wait.values[wait.count & wait._mask] = value
@@ -883,6 +890,7 @@ class Core:
             rec.replacing = False
             self.replacing -= 1
         rec.state = CLOSED
+        self._retired_uses += rec.uses
         self.closed_count += 1
         self.to_close.append(rec)
         self.attention = True

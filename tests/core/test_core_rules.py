@@ -69,3 +69,22 @@ def test_wait_percentiles_count_immediate_checkouts_as_zero_waits():
     assert stats["acquired"] == 4
     assert stats["wait_p50"] == 0.0  # three of the four waits were 0
     assert stats["wait_p99"] == stats["wait_max"] == 2000.0
+
+
+def test_use_percentiles_cover_the_last_1024_returns_by_every_path():
+    core = Core(max_size=1)
+    conn = _fill(core, 1)[0]
+    core.checkin(conn, 5.0)  # a plain return: used 5 s
+    assert core.stats()["use_p50"] == 5000.0
+    for _ in range(1100):  # then 1100 uses of 1 s each push it out of the window
+        rec = core.checkout(10.0)
+        assert rec is not None
+        core.checkin(conn, 11.0)
+    stats = core.stats()
+    assert stats["use_p50"] == stats["use_p99"] == 1000.0
+    rec = core.checkout(20.0)
+    assert rec is not None
+    core.begin_return(conn)  # a return through the reset hook counts too
+    core.checkin_record(rec, 1000.0)
+    assert core.stats()["use_p99"] == 1000.0 and max(core.use_times) == 980.0
+    assert len(core.use_times) == 1024

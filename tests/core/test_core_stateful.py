@@ -70,6 +70,9 @@ class CoreMachine(RuleBasedStateMachine):
         self.held: set[Conn] = set()  # handed to callers and not given back
         self.returning: list = []  # records whose reset hook "runs"
         self.tickets: list[Ticket] = []
+        self.doomed: set[Conn] = set()  # checked out during a drain or close: never reused
+        self.checkouts = 0  # immediate checkouts, plus hand-overs, minus those taken back
+        self.served: set[Ticket] = set()
         self.resized = False
         self.drive()
 
@@ -88,6 +91,10 @@ class CoreMachine(RuleBasedStateMachine):
         # waiters woken with PoolClosed leave; served ones wake up later (rule
         # ``waiter_wakes``), so that a cancellation can race the hand-off
         self.tickets = [t for t in self.tickets if t.state not in (FAILED, ABANDONED)]
+        for t in self.tickets:
+            if t.state == SERVED and t not in self.served:
+                self.served.add(t)
+                self.checkouts += 1
 
     # ---------------------------------------------------------------- rules
 
@@ -119,6 +126,7 @@ class CoreMachine(RuleBasedStateMachine):
         rec = self.pinging.pop(0)
         self.core.ping_done(rec, ok, self.now)
         self.drive()
+        assert rec.conn not in self.doomed or rec.conn in self.closed_conns
 
     @rule(timeout=st.sampled_from([None, 0.5, 5.0, 30.0]), managed=st.booleans())
     def acquire(self, timeout, managed):
@@ -128,9 +136,10 @@ class CoreMachine(RuleBasedStateMachine):
             assert self.core.closed
             return
         if rec is not None:
-            assert rec.conn not in self.held
+            assert rec.conn not in self.held and rec.conn not in self.doomed
             assert rec.expires > self.now
             self.held.add(rec.conn)
+            self.checkouts += 1
         else:
             try:
                 deadline = math.inf if timeout is None else self.now + timeout
@@ -146,6 +155,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.held.remove(conn)
         self.core.checkin(conn, self.now, discard)
         self.drive()
+        assert conn not in self.doomed or conn in self.closed_conns
 
     @precondition(lambda self: self.held)
     @rule(data=st.data())
@@ -161,6 +171,7 @@ class CoreMachine(RuleBasedStateMachine):
         rec = self.returning.pop(0)
         self.core.checkin_record(rec, self.now, discard=not ok)
         self.drive()
+        assert rec.conn not in self.doomed or rec.conn in self.closed_conns
 
     @precondition(lambda self: self.held and not self.core.waiting)
     @rule(data=st.data())
@@ -222,11 +233,14 @@ class CoreMachine(RuleBasedStateMachine):
         if ticket.state == SERVED:
             conn = ticket.record.conn
             self.core.abandon(ticket, self.now)
+            self.checkouts -= 1  # handed back: as if it never happened
             assert conn not in self.held
         else:
+            conn = None
             self.core.timed_out(ticket, self.now)
         assert ticket.state == ABANDONED
         self.drive()
+        assert conn not in self.doomed or conn in self.closed_conns
 
     @precondition(lambda self: any(t.state == SERVED for t in self.tickets))
     @rule(data=st.data())
@@ -239,6 +253,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     @rule()
     def drain(self):
+        self.doomed |= {rec.conn for rec in self.core.busy.values()}
         self.core.drain()
         self.drive()
 
@@ -250,6 +265,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     @rule()
     def close(self):
+        self.doomed |= {rec.conn for rec in self.core.busy.values()}
         self.core.close()
         self.drive()
         assert not self.core.idle and not self.core.waiting
@@ -348,7 +364,21 @@ class CoreMachine(RuleBasedStateMachine):
     def idle_are_not_expired_when_handed(self):
         for rec in self.core.busy.values():
             assert rec.uses >= 1 or rec in self.pinging
-            assert rec.expires == math.inf or rec.expires > rec.created
+            if rec.conn in self.doomed:
+                assert rec.expires == -math.inf  # closed when it comes back
+            else:
+                assert rec.expires == math.inf or rec.expires > rec.created
+
+    @invariant()
+    def acquired_counts_checkouts(self):
+        assert self.core.acquired == self.core.stats()["acquired"] == self.checkouts
+
+    @invariant()
+    def out_during_drain_or_close_is_never_reused(self):
+        core = self.core
+        assert not any(rec.conn in self.doomed for rec in core.idle)
+        for conn in self.doomed - self.closed_conns:  # not back yet: still out, never handed on
+            assert conn in self.held or any(conn is rec.conn for rec in core.busy.values())
 
 
 CoreMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
