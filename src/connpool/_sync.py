@@ -289,15 +289,16 @@ class Pool(BasePool[C], Generic[C]):
             if core.attention:
                 self._after_change()
             raise
-        with self._lock:
-            if ticket.state == SERVED:
-                rec: Record = ticket.record
-                if core.leak_timeout is not None:
-                    self._note_holder(rec)
-                return rec
-            if ticket.state == FAILED:
-                raise ticket.error
-            raise core.timed_out(ticket, self._now())
+        if ticket.state != SERVED:  # (a SERVED ticket stays SERVED: only this caller moves it on)
+            with self._lock:  # a timeout racing a hand-over, or the pool closing: decide under the lock
+                if ticket.state == FAILED:
+                    raise ticket.error
+                if ticket.state != SERVED:
+                    raise core.timed_out(ticket, self._now())
+        rec: Record = ticket.record
+        if core.leak_timeout is not None:
+            self._note_holder(rec)
+        return rec
 
     def _run_check(self, check: Callable[[Any], Any], rec: Record) -> bool:
         """Run the checkout check; a failed connection is discarded (False)."""
