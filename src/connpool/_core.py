@@ -180,37 +180,35 @@ class Ticket:
 
 
 class Samples:
-    """The last ``size`` values of a measurement, for percentiles (``size`` a power of two).
+    """The last ``size`` values of a measurement (a bounded deque), for percentiles.
 
     ``zeros`` counts values known to be 0 that were not stored (a checkout
     that found an idle connection did not wait): :meth:`percentile` weighs
     them in by their share of all values, so the fast path stores nothing.
     """
 
-    __slots__ = ("_mask", "count", "max", "values", "zeros")
+    __slots__ = ("count", "max", "values", "zeros")
 
     def __init__(self, size: int = 1024) -> None:
-        self.values = [0.0] * size
-        self._mask = size - 1
-        self.count = 0
+        self.values: deque[float] = deque(maxlen=size)
+        self.count = 0  # values added so far, stored or pushed out
         self.zeros = 0
         self.max = 0.0
 
     def add(self, value: float) -> None:
-        self.values[self.count & self._mask] = value
+        self.values.append(value)
         self.count += 1
         if value > self.max:  # noqa: PLR1730 (cheaper than a call to max() on the hot path)
             self.max = value
 
     def percentile(self, q: float) -> float:
         """The ``q`` quantile (0..1) of the values (stored ones and ``zeros``); 0.0 when empty."""
-        n = min(self.count, len(self.values))
-        if not n:
+        if not self.values:
             return 0.0
         zero_share = self.zeros / (self.zeros + self.count)
         if q <= zero_share:
             return 0.0
-        return quantile(self.values[:n], (q - zero_share) / (1.0 - zero_share))
+        return quantile(self.values, (q - zero_share) / (1.0 - zero_share))
 
 
 def quantile(values: Iterable[float], q: float) -> float:
@@ -320,7 +318,8 @@ class Core:
         self.discarded = 0
         self.leaks = 0
         self.wait_times = Samples()
-        # the last 1024 use times: a bounded deque, so that a return only appends (in C)
+        # the last 1024 use times: no count, maximum or zeros to keep (Samples' extras), so
+        # that a return only appends (in C)
         self.use_times: deque[float] = deque(maxlen=1024)
         self.connect_times = Samples(256)
 
@@ -877,7 +876,7 @@ class Core:
         rec.checked_out = now
         wait = self.wait_times  # Samples.add, inlined (every hand-over)
         value = now - ticket.since
-        wait.values[wait.count & wait._mask] = value
+        wait.values.append(value)
         wait.count += 1
         if value > wait.max:  # noqa: PLR1730
             wait.max = value
