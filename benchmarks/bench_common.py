@@ -167,21 +167,22 @@ def sqlalchemy_adapter(connect: Callable[[], Any], max_size: int) -> Iterator[tu
         pool.dispose()
 
 
-def _psycopg_standin(connect: Callable[[], Any]) -> type:
-    """A class psycopg_pool accepts as ``connection_class``, wrapping ``connect()``'s objects.
+def psycopg_standin_base() -> type:
+    """What psycopg_pool reads of a ``connection_class`` instance, around a benchmark connection.
 
     psycopg_pool needs no database: ``ConnectionPool(connection_class=...)`` accepts any
     class with a ``connect(conninfo, **kwargs)`` class method, and the pool only touches
     ``pgconn.transaction_status``, ``close()`` and a few private attributes it sets itself.
     Its ``getconn`` / ``putconn`` code path is the real one (lock, waiting queue, expiry
-    check, stats).
+    check, stats). The sync and async stand-ins add ``connect``, ``close`` and the context
+    manager methods their pool calls.
     """
     from psycopg.pq import TransactionStatus
 
     class PgStatus:
         transaction_status = TransactionStatus.IDLE
 
-    class StandInConnection:
+    class StandIn:
         pgconn = PgStatus()
 
         def __init__(self, raw: Any) -> None:
@@ -189,6 +190,15 @@ def _psycopg_standin(connect: Callable[[], Any]) -> type:
             self.raw = raw
             self.roundtrip = getattr(raw, "roundtrip", None)
 
+    return StandIn
+
+
+def _psycopg_standin(connect: Callable[[], Any]) -> type:
+    """A class psycopg_pool accepts as ``connection_class``, wrapping ``connect()``'s objects."""
+
+    base = psycopg_standin_base()
+
+    class StandInConnection(base):
         @classmethod
         def connect(cls, conninfo: str = "", **kwargs: Any) -> StandInConnection:
             return cls(connect())

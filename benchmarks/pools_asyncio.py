@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from async_bench import _close, deque_floor
-from bench_common import CONTENDED_TASKS, ENDPOINT, MESSAGE, PoolSpec
+from bench_common import CONTENDED_TASKS, ENDPOINT, MESSAGE, PoolSpec, psycopg_standin_base
 
 
 class StreamConn:
@@ -210,19 +210,10 @@ async def acp_adapter(connect: Connect, max_size: int) -> AsyncIterator[tuple[An
 
 def _psycopg_standin(connect: Connect) -> type:
     """An async ``connection_class`` for psycopg_pool wrapping ``connect()``'s objects."""
-    from psycopg.pq import TransactionStatus
 
-    class PgStatus:
-        transaction_status = TransactionStatus.IDLE
+    base = psycopg_standin_base()
 
-    class StandInAsyncConnection:
-        pgconn = PgStatus()
-
-        def __init__(self, raw: Any) -> None:
-            self._pool = None
-            self.raw = raw
-            self.roundtrip = getattr(raw, "roundtrip", None)
-
+    class StandInAsyncConnection(base):
         @classmethod
         async def connect(cls, conninfo: str = "", **kwargs: Any) -> StandInAsyncConnection:
             return cls(await connect())
