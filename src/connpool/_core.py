@@ -265,8 +265,9 @@ class Core:
         self.max_size = max_size
         self.burst_limit = burst_limit
         # Whether a return must go through _place: the size may exceed max_size (a burst, or a
-        # resize down), so a returning connection may find the pool full, or a record is being
-        # replaced. Only then does the release hot path look at the size.
+        # resize down), so a returning connection may find the pool full. Only then does the
+        # release hot path look at the size. (A record being replaced is never out: it expired,
+        # so checkout and ping_done retire it.)
         self._place_on_return = burst_limit is not None
         self.max_waiting = max_waiting
         self.lifo = lifo
@@ -764,7 +765,6 @@ class Core:
         else:
             rec.replacing = True
             self.replacing += 1
-            self._place_on_return = True
             self.attention = True  # plan_connects opens the replacement
 
     def _retire_replaced(self) -> None:

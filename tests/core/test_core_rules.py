@@ -88,3 +88,17 @@ def test_use_percentiles_cover_the_last_1024_returns_by_every_path():
     core.checkin_record(rec, 1000.0)
     assert core.stats()["use_p99"] == 1000.0 and max(core.use_times) == 980.0
     assert len(core.use_times) == 1024
+
+
+def test_a_record_waiting_for_its_replacement_is_never_handed_out():
+    core = Core(min_size=1, max_size=2, max_lifetime=5.0, rng=lambda: 0.0)
+    old = _fill(core, 1)[0]
+    core.min_size = 1  # (_fill leaves it at 0)
+    core.checkin(old, 1.0)
+    core.housekeep(6.0)  # its lifetime is over: min_size keeps it until the replacement is open
+    assert core.replacing == 1 and core.plan_connects() == 1
+    assert core.checkout(6.0) is None  # not handed out: retired on the way
+    assert [rec.conn for rec in core.to_close] == [old] and core.replacing == 0
+    core.connect_done(object(), 6.0)
+    rec = core.checkout(6.0)
+    assert rec is not None and rec.conn is not old and not rec.replacing

@@ -364,6 +364,8 @@ class CoreMachine(RuleBasedStateMachine):
     def idle_are_not_expired_when_handed(self):
         for rec in self.core.busy.values():
             assert rec.uses >= 1 or rec in self.pinging
+            if rec.conn in self.held:
+                assert not rec.replacing  # an expired record waiting for its replacement stays in
             if rec.conn in self.doomed:
                 assert rec.expires == -math.inf  # closed when it comes back
             else:
