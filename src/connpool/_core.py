@@ -129,6 +129,7 @@ class Record:
         "expires",
         "holder",
         "idle_sched",
+        "key",
         "leak_sched",
         "leaked",
         "ping_factor",
@@ -143,6 +144,7 @@ class Record:
 
     def __init__(self, conn: Any, now: float, expires: float) -> None:
         self.conn = conn
+        self.key = id(conn)  # its key in Core.busy (computed once: checkout is the hot path)
         self.created = now
         self.returned = now  # when it last became idle (or was created)
         self.checked_out = now  # when it was last handed out
@@ -264,11 +266,13 @@ class Core:
         self.min_size = min_size
         self.max_size = max_size
         self.burst_limit = burst_limit
+        # Whether idle connections have timers (idle expiry, keepalive).
+        self._track_idle = max_idle is not None or keepalive_interval is not None
         # Whether a return must go through _place: the size may exceed max_size (a burst, or a
-        # resize down), so a returning connection may find the pool full. Only then does the
-        # release hot path look at the size. (A record being replaced is never out: it expired,
-        # so checkout and ping_done retire it.)
-        self._place_on_return = burst_limit is not None
+        # resize down), so a returning connection may find the pool full; or its idle timers
+        # must restart. Only then does the release hot path look at the size. (A record being
+        # replaced is never out: it expired, so checkout and ping_done retire it.)
+        self._place_on_return = burst_limit is not None or self._track_idle
         self.max_waiting = max_waiting
         self.lifo = lifo
         self.max_connecting = max_connecting
@@ -287,6 +291,7 @@ class Core:
         self._rng = rng
 
         self.idle: deque[Record] = deque()
+        self._take_idle = self.idle.pop if lifo else self.idle.popleft  # (no lifo test per checkout)
         self.busy: dict[int, Record] = {}
         self.waiters: deque[Ticket] = deque()
         self.timed: deque[Ticket] = deque()  # managed waiting tickets, by deadline (see *timed*)
@@ -304,7 +309,6 @@ class Core:
         self.wake_at = math.inf  # when the housekeeper plans to look next
         self.wake_early = False  # a deadline earlier than wake_at was added
         self.replacing = 0  # expired records waiting for their replacement
-        self._track_idle = max_idle is not None or keepalive_interval is not None
 
         # health of the connect path
         self.failures = 0  # consecutive failed connects (0 after a success)
@@ -360,11 +364,11 @@ class Core:
             raise PoolClosed("the pool is closed")
         idle = self.idle
         while idle:
-            rec = idle.pop() if self.lifo else idle.popleft()
+            rec = self._take_idle()
             if rec.expires <= now:
                 self._retire(rec)
                 continue
-            self.busy[id(rec.conn)] = rec
+            self.busy[rec.key] = rec
             rec.state = BUSY
             rec.uses += 1  # counts in ``acquired``; no wait sample: stats() counts a wait of 0
             rec.checked_out = now
@@ -431,7 +435,7 @@ class Core:
         record goes to the oldest waiter or to idle.  Returns the ticket to
         wake, if any.
         """
-        if self.busy.pop(id(rec.conn), None) is not rec:
+        if self.busy.pop(rec.key, None) is not rec:
             return None  # retired meanwhile by force_close()
         rec.uses -= 1
         return self._recycle(rec, now, False)
@@ -472,28 +476,41 @@ class Core:
 
     # ------------------------------------------------------------ checkin
 
-    def lookup(self, conn: Any) -> Record:
-        """The busy record of ``conn``; ``ValueError`` for a foreign or returned object."""
-        rec = self.busy.get(id(conn))
-        if rec is None or rec.conn is not conn or rec.returning:
-            raise _not_checked_out(conn)
+    def lookup(self, conn: Any) -> Record | None:
+        """The busy record of ``conn``.
+
+        ``None`` for a connection :meth:`force_close` retired (its release is
+        accepted, once); ``ValueError`` for a foreign or returned object.
+        """
+        rec = self.busy.get(id(conn))  # (a record holds its connection: no other live object has its id)
+        if rec is None or rec.returning:
+            self._refuse(conn)
+            return None
         return rec
+
+    def _refuse(self, conn: Any) -> None:
+        """``conn`` is not checked out: fine once if :meth:`force_close` retired it, else ``ValueError``."""
+        if self.force_closed.pop(id(conn), None) is not conn:  # (it holds conn: no id reuse)
+            raise _not_checked_out(conn)
 
     def checkin(self, conn: Any, now: float, discard: bool = False) -> Ticket | None:
         """A connection comes back.  Returns the waiter to wake, if it was handed on.
 
-        Raises ``ValueError`` if ``conn`` is not checked out from this pool.
+        Raises ``ValueError`` if ``conn`` is not checked out from this pool
+        (one :meth:`force_close` retired is accepted once, and nothing happens).
         A retired connection goes to ``to_close``; the driver then drains
         ``to_close`` and calls :meth:`plan_connects`.
         """
         # The hot path of every release: lookup, checkin_record, _recycle and the
         # idle branch of _place in one frame.
+        # (Keyed by id(): a record holds its connection, so no other live object has that id.)
         busy = self.busy
         rec = busy.pop(id(conn), None)
-        if rec is None or rec.conn is not conn or rec.returning:
+        if rec is None or rec.returning:
             if rec is not None:
-                busy[id(conn)] = rec  # another object with a recycled id, or a reset in flight
-            raise _not_checked_out(conn)
+                busy[id(conn)] = rec  # a reset in flight
+            self._refuse(conn)
+            return None
         self.use_times.append(now - rec.checked_out)
         if rec.leaked:
             rec.leaked = False
@@ -505,22 +522,24 @@ class Core:
             return self._hand_over(rec, now)
         if self._place_on_return:
             return self._place(rec, now)
-        rec.returned = rec.pinged = now
+        rec.returned = now  # (rec.pinged matters only with a keepalive: _place sets it)
         rec.state = IDLE
         self.idle.append(rec)
-        if self._track_idle:
-            self._schedule_idle(rec)
         return None
 
-    def begin_return(self, conn: Any) -> Record:
-        """Mark ``conn`` as being returned (its reset hook runs before :meth:`checkin_record`)."""
+    def begin_return(self, conn: Any) -> Record | None:
+        """Mark ``conn`` as being returned (its reset hook runs before :meth:`checkin_record`).
+
+        ``None``: nothing to return, :meth:`force_close` retired it (see :meth:`lookup`).
+        """
         rec = self.lookup(conn)
-        rec.returning = True
+        if rec is not None:
+            rec.returning = True
         return rec
 
     def checkin_record(self, rec: Record, now: float, discard: bool = False) -> Ticket | None:
         """:meth:`checkin` for a record already looked up (or after its reset hook ran)."""
-        if self.busy.pop(id(rec.conn), None) is not rec:
+        if self.busy.pop(rec.key, None) is not rec:
             return None  # retired meanwhile by force_close()
         rec.returning = False
         self.use_times.append(now - rec.checked_out)
@@ -596,7 +615,7 @@ class Core:
 
     def discard_record(self, rec: Record) -> None:
         """Close a checked-out record that failed its checkout check."""
-        del self.busy[id(rec.conn)]
+        del self.busy[rec.key]
         self.discarded += 1
         self._retire(rec)
 
@@ -720,7 +739,7 @@ class Core:
                     self._schedule_idle(rec)
                     continue
                 self.idle.remove(rec)
-                self.busy[id(rec.conn)] = rec
+                self.busy[rec.key] = rec
                 rec.state = BUSY
                 rec.returning = True  # not releasable by users
                 pings.append(rec)
@@ -742,7 +761,7 @@ class Core:
 
     def ping_done(self, rec: Record, ok: bool, now: float) -> Ticket | None:
         """A keepalive ping finished; a failed one closes the record (refill follows)."""
-        if self.busy.pop(id(rec.conn), None) is not rec:
+        if self.busy.pop(rec.key, None) is not rec:
             return None  # retired meanwhile by force_close()
         rec.returning = False
         if not ok:
@@ -870,7 +889,7 @@ class Core:
             timed = self.timed
             while timed and timed[0].state != WAITING:
                 timed.popleft()
-        self.busy[id(rec.conn)] = rec
+        self.busy[rec.key] = rec
         rec.state = BUSY
         rec.uses += 1
         rec.checked_out = now

@@ -41,6 +41,9 @@ class _Unset:
 #: Marks an argument left out (``timeout=UNSET`` means "the pool's default").
 UNSET: Any = _Unset()
 
+#: In ``release``: the connection went to its reset hook (no waiter to wake yet).
+_RESETTING: Any = object()
+
 
 def check_seconds(name: str, value: Any, *, allow_none: bool = True, allow_zero: bool = True) -> None:
     """Raise ``TypeError``/``ValueError`` naming ``name`` unless ``value`` is a valid duration."""
@@ -226,6 +229,8 @@ class BasePool(Generic[C]):
             keepalive_interval=keepalive_interval if self._hooks.ping is not None else None,
             leak_timeout=leak_timeout,
         )
+        # A checkout does more than hand the connection over: it records the holder or runs a check.
+        self._watch_checkout = leak_timeout is not None or self._hooks.check is not None
         self._housekeeping = any(
             v is not None for v in (max_lifetime, max_idle, self._core.keepalive_interval, leak_timeout)
         )
@@ -301,20 +306,19 @@ class BasePool(Generic[C]):
         lock = self._lock
         lock.acquire()
         try:
-            if core.closed and core.force_closed.get(id(conn)) is conn:
-                del core.force_closed[id(conn)]
-                return  # closed by force by close(): nothing left to do
+            # (A connection close() retired by force comes back to nothing: no ticket, no record.)
             if discard or self._hooks.reset is None:
                 ticket = core.checkin(conn, self._now(), discard)
-                rec = None
             else:
                 rec = core.begin_return(conn)
+                ticket = None if rec is None else _RESETTING
         finally:
             lock.release()
-        if rec is not None:
-            self._submit(("reset", rec))
-            return
         if ticket is not None:
+            if ticket is _RESETTING:
+                assert rec is not None
+                self._submit(("reset", rec))
+                return
             ticket.waker.set()
         if core.attention:
             self._after_change()

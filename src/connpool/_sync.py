@@ -242,12 +242,11 @@ class Pool(BasePool[C], Generic[C]):
             self.open()
         core = self._core
         lock = self._lock
-        now = self._now
         deadline = -1.0  # set when the first wait starts
         while True:
             lock.acquire()
             try:
-                started = now()
+                started = self._now()
                 rec = core.checkout(started)
                 if rec is None:
                     if deadline < 0:
@@ -262,13 +261,15 @@ class Pool(BasePool[C], Generic[C]):
                 lock.release()
             if rec is None:
                 rec = self._wait(ticket)
+            elif not (core.attention or self._watch_checkout):
+                return rec.conn  # type: ignore[no-any-return]  # (the fast path: nothing else to do)
             else:
                 if core.leak_timeout is not None:
                     self._note_holder(rec)
                 if core.attention:
                     self._after_change()
             check = self._hooks.check
-            if check is None or now() - rec.returned < self._check_after:
+            if check is None or self._now() - rec.returned < self._check_after:
                 return rec.conn  # type: ignore[no-any-return]
             if self._run_check(check, rec):
                 return rec.conn  # type: ignore[no-any-return]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from connpool._core import Core
 
 
@@ -102,3 +104,21 @@ def test_a_record_waiting_for_its_replacement_is_never_handed_out():
     core.connect_done(object(), 6.0)
     rec = core.checkout(6.0)
     assert rec is not None and rec.conn is not old and not rec.replacing
+
+
+def test_a_connection_force_close_retired_comes_back_once_to_nothing():
+    core = Core(max_size=2)
+    held, reset = _fill(core, 2)
+    core.close()
+    core.force_close()
+    closed = list(core.to_close)
+    assert core.checkin(held, 1.0) is None  # accepted: its holder may not know the pool closed
+    with pytest.raises(ValueError, match="not checked out"):
+        core.checkin(held, 1.0)  # but only once
+    assert core.begin_return(reset) is None  # by the reset path too
+    with pytest.raises(ValueError, match="not checked out"):
+        core.begin_return(reset)
+    with pytest.raises(ValueError, match="not checked out"):
+        core.checkin(object(), 1.0)  # a foreign object is still refused
+    assert core.to_close == closed  # nothing was closed twice
+    assert not core.idle and not core.busy and not core.force_closed
