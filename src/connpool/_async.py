@@ -288,10 +288,9 @@ class AsyncPool(BasePool[C], Generic[C]):
         if not self._opened:
             await self.open()
         core = self._core
-        now = self._now
         deadline = -1.0  # set when the first wait starts
         while True:
-            started = now()
+            started = self._now()
             rec = core.checkout(started)
             if rec is None:
                 if deadline < 0:
@@ -311,27 +310,29 @@ class AsyncPool(BasePool[C], Generic[C]):
                     if ticket.managed or deadline == math.inf:
                         await ticket.waker.wait(None)
                     else:
-                        await ticket.waker.wait(max(0.0, deadline - now()))
+                        await ticket.waker.wait(max(0.0, deadline - self._now()))
                 except BaseException:
-                    self._wake(core.abandon(ticket, now()))
+                    self._wake(core.abandon(ticket, self._now()))
                     if core.attention:
                         self._after_change()
                     raise
                 if ticket.state != SERVED:
                     if ticket.state == FAILED:
                         raise ticket.error  # type: ignore[misc]
-                    raise core.timed_out(ticket, now())
+                    raise core.timed_out(ticket, self._now())
                 rec = ticket.record
                 assert rec is not None
                 if core.leak_timeout is not None:
                     self._note_holder(rec)
+            elif not (self._checkpoint or core.attention or self._watch_checkout):
+                return rec.conn  # type: ignore[no-any-return]  # (the fast path: nothing else to do)
             else:
                 if self._checkpoint:
                     # One yield per acquire, as trio requires; waiting was one already.
                     try:
                         await self._checkpoint_now()
                     except BaseException:
-                        self._wake(core.unget(rec, now()))
+                        self._wake(core.unget(rec, self._now()))
                         if core.attention:
                             self._after_change()
                         raise
@@ -340,7 +341,7 @@ class AsyncPool(BasePool[C], Generic[C]):
                 if core.attention:
                     self._after_change()
             check = self._hooks.check
-            if check is None or now() - rec.returned < self._check_after:
+            if check is None or self._now() - rec.returned < self._check_after:
                 return rec.conn  # type: ignore[no-any-return]
             if await self._run_check(check, rec):
                 return rec.conn  # type: ignore[no-any-return]
