@@ -104,3 +104,17 @@ def test_tables_print_ratios_to_the_others_the_minimal_pool_and_the_floor(
     assert len(header.findall(stdout)) == len(RUNTIMES) * len(WORKLOADS)
     assert re.search(r"^connpool Pool\(threading\) +[\d,]+ .* [\d.]+x +[\d.]+x +[\d.]+x$", stdout, re.M)
     assert stdout.count("connpool relative to each") == len(RUNTIMES) * len(WORKLOADS)
+
+
+@pytest.mark.timeout(120)
+def test_thread_switches_script_prints_a_row_per_pool() -> None:
+    script = SCRIPT.parent / "thread_switches.py"
+    args = ["--duration", "0.05", "--rounds", "1", "--pad", "10"]
+    result = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=100, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    number = r"[\d.]+"
+    for name in ("connpool Pool\\(threading\\)", "minimal fair pool", "minimal fair pool \\+ 10 loop steps"):
+        row = rf"^{name} +[\d,]+ +{number}x +{number} +{number} +{number} +{number}$"
+        assert re.search(row, result.stdout, re.M), (name, result.stdout)
