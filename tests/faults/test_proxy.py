@@ -26,18 +26,6 @@ LONG = 5.0  # a timeout that is never meant to expire
 SHORT = 0.1  # a timeout that is meant to expire
 
 
-@pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    with EchoServer() as server:
-        yield server
-
-
-@pytest.fixture
-def proxy(echo: EchoServer) -> Iterator[FaultProxy]:
-    with FaultProxy(*echo.address) as fault_proxy:
-        yield fault_proxy
-
-
 def connect(address: tuple[str, int], timeout: float = LONG) -> socket.socket:
     return socket.create_connection(address, timeout=timeout)
 
