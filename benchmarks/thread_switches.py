@@ -22,18 +22,12 @@ import resource
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
-from bench_common import CONTENDED_THREADS
+from bench_common import CONTENDED_THREADS, Conn, Factory, connpool_adapter, minimal_adapter
 from pools_threading import MinimalFairPool
 
 POOL_SIZE = 10
-
-
-class _Conn:
-    def close(self) -> None:
-        pass
 
 
 def _padded(pad: int) -> type[MinimalFairPool]:
@@ -50,24 +44,13 @@ def _padded(pad: int) -> type[MinimalFairPool]:
     return Padded
 
 
-def _line_up(pads: list[int]) -> dict[str, Callable[[], tuple[Any, Any, Callable[[], None]]]]:
-    def connpool() -> tuple[Any, Any, Callable[[], None]]:
-        from connpool import Pool
-
-        pool = Pool(_Conn, backend="threading", max_size=POOL_SIZE)
-        pool.open()
-        return pool.acquire, pool.release, pool.close
-
-    def minimal(cls: type[MinimalFairPool]) -> Callable[[], tuple[Any, Any, Callable[[], None]]]:
-        def make() -> tuple[Any, Any, Callable[[], None]]:
-            pool = cls(_Conn, POOL_SIZE)
-            return pool.acquire, pool.release, lambda: None
-
-        return make
-
-    line_up = {"connpool Pool(threading)": connpool, "minimal fair pool": minimal(MinimalFairPool)}
+def _line_up(pads: list[int]) -> dict[str, Factory]:
+    line_up = {
+        "connpool Pool(threading)": connpool_adapter("threading"),
+        "minimal fair pool": minimal_adapter(MinimalFairPool),
+    }
     for pad in pads:
-        line_up[f"minimal fair pool + {pad} loop steps"] = minimal(_padded(pad))
+        line_up[f"minimal fair pool + {pad} loop steps"] = minimal_adapter(_padded(pad))
     return line_up
 
 
@@ -118,12 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     line_up = _line_up(args.pad if args.pad is not None else [30])
     results: dict[str, list[tuple[float, ...]]] = {name: [] for name in line_up}
     for _ in range(args.rounds):
-        for name, make in line_up.items():
-            acquire, release, close = make()
-            try:
+        for name, factory in line_up.items():
+            with factory(Conn, POOL_SIZE) as (acquire, release):
                 results[name].append(measure(acquire, release, args.duration))
-            finally:
-                close()
     reference = statistics.median(r[0] for r in results["minimal fair pool"])
     print(f"threading, {CONTENDED_THREADS} threads, pool of {POOL_SIZE}, sleep(0) while holding")
     head = ("cycles/s", "x minimal", "vol cs", "invol cs", "user us", "sys us")
