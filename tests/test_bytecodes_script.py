@@ -32,7 +32,7 @@ def test_counts_are_the_same_on_every_run_and_name_connpools_functions() -> None
     found = re.findall(r"^== .*?: ([\d,]+) bytecodes per cycle", first, re.M)
     totals = [int(n.replace(",", "")) for n in found]
     assert len(totals) == 2 and all(n > 0 for n in totals)
-    assert "_core.py:checkin" in first and "_core.py:checkout" in first
+    assert "_pool.py:release" in first and "_core.py:checkout" in first
     assert re.search(r"^connpool / asyncio\.Queue: [\d.]+x the bytecodes per cycle$", first, re.M)
 
 

@@ -13,6 +13,16 @@ connections in the background.  Because the core is pure, all policy is
 tested without a runtime (``tests/core``), including a hypothesis state
 machine that checks the invariants below after every step.
 
+Two fast paths live in the drivers instead, because a Python call is a
+tenth of a cycle: ``BasePool.release`` hands a returning connection to the
+oldest waiter or to idle when no rule applies to it (else it calls
+:meth:`Core.checkin`), and the sync driver's ``acquire`` takes an idle
+record itself while ``plain_checkout`` says no rule applies at checkout
+(else it calls :meth:`Core.checkout`).  They use ``Core.take_idle``,
+:meth:`Core.hand_over` and :meth:`Core.place` for the rest, and
+``tests/pool/test_fast_paths.py`` runs them in lock step with the core's own
+methods and compares every field after every step.
+
 Vocabulary
 ----------
 
@@ -95,7 +105,19 @@ from typing import Any, Final
 
 from ._errors import PoolClosed, PoolTimeout, TooManyWaiters
 
-__all__ = ["ABANDONED", "EXPIRED", "FAILED", "SERVED", "WAITING", "Core", "Record", "Samples", "Ticket"]
+__all__ = [
+    "ABANDONED",
+    "BUSY",
+    "EXPIRED",
+    "FAILED",
+    "IDLE",
+    "SERVED",
+    "WAITING",
+    "Core",
+    "Record",
+    "Samples",
+    "Ticket",
+]
 
 WAITING: Final = 0
 SERVED: Final = 1
@@ -272,12 +294,16 @@ class Core:
         # resize down), so a returning connection may find the pool full; or its idle timers
         # must restart. Only then does the release hot path look at the size. (A record being
         # replaced is never out: it expired, so checkout and ping_done retire it.)
-        self._place_on_return = burst_limit is not None or self._track_idle
+        self.place_on_return = burst_limit is not None or self._track_idle
         self.max_waiting = max_waiting
         self.lifo = lifo
         self.max_connecting = max_connecting
         self.max_uses = max_uses
-        self._uses_cap: float = math.inf if max_uses is None else max_uses  # one comparison on return
+        self.uses_cap: float = math.inf if max_uses is None else max_uses  # one comparison on return
+        # Whether a checkout is a bare take from idle: the pool is open, no idle record can
+        # expire (no max_lifetime: only drain and close retire one, and they empty idle) and
+        # none needs a leak timer. The sync driver's acquire then skips checkout().
+        self.plain_checkout = max_lifetime is None and leak_timeout is None
         self.max_lifetime = max_lifetime
         self.max_idle = max_idle
         self.keepalive_interval = keepalive_interval
@@ -291,7 +317,8 @@ class Core:
         self._rng = rng
 
         self.idle: deque[Record] = deque()
-        self._take_idle = self.idle.pop if lifo else self.idle.popleft  # (no lifo test per checkout)
+        # the next idle record to hand out (the end LIFO reuse takes from: no lifo test per checkout)
+        self.take_idle = self.idle.pop if lifo else self.idle.popleft
         self.busy: dict[int, Record] = {}
         self.waiters: deque[Ticket] = deque()
         self.timed: deque[Ticket] = deque()  # managed waiting tickets, by deadline (see *timed*)
@@ -364,7 +391,7 @@ class Core:
             raise PoolClosed("the pool is closed")
         idle = self.idle
         while idle:
-            rec = self._take_idle()
+            rec = self.take_idle()
             if rec.expires <= now:
                 self._retire(rec)
                 continue
@@ -500,32 +527,15 @@ class Core:
         (one :meth:`force_close` retired is accepted once, and nothing happens).
         A retired connection goes to ``to_close``; the driver then drains
         ``to_close`` and calls :meth:`plan_connects`.
+
+        This is the general path.  ``BasePool.release`` handles the common
+        return itself (the record is found, no rule applies to it: it goes to
+        the oldest waiter or to idle) and calls this method for the rest.
         """
-        # The hot path of every release: lookup, checkin_record, _recycle and the
-        # idle branch of _place in one frame.
-        # (Keyed by id(): a record holds its connection, so no other live object has that id.)
-        busy = self.busy
-        rec = busy.pop(id(conn), None)
-        if rec is None or rec.returning:
-            if rec is not None:
-                busy[id(conn)] = rec  # a reset in flight
-            self._refuse(conn)
+        rec = self.lookup(conn)
+        if rec is None:
             return None
-        self.use_times.append(now - rec.checked_out)
-        if rec.leaked:
-            rec.leaked = False
-            self.returned_leaks.append((rec, now - rec.checked_out))
-            self.attention = True
-        if discard or rec.expires <= now or rec.uses >= self._uses_cap:  # closed and drained: -inf
-            return self._recycle(rec, now, discard)
-        if self.waiting:
-            return self._hand_over(rec, now)
-        if self._place_on_return:
-            return self._place(rec, now)
-        rec.returned = now  # (rec.pinged matters only with a keepalive: _place sets it)
-        rec.state = IDLE
-        self.idle.append(rec)
-        return None
+        return self.checkin_record(rec, now, discard)
 
     def begin_return(self, conn: Any) -> Record | None:
         """Mark ``conn`` as being returned (its reset hook runs before :meth:`checkin_record`).
@@ -583,7 +593,7 @@ class Core:
             self._push(expires, _LIFETIME, rec)
         if self.replacing:
             self._retire_replaced()
-        return self._place(rec, now)
+        return self.place(rec, now)
 
     def connect_failed(self, error: BaseException) -> float | None:
         """A planned connect failed.
@@ -628,6 +638,7 @@ class Core:
         if self.closed:
             return []
         self.closed = True
+        self.plain_checkout = False  # checkout() raises PoolClosed
         self._retire_on_return()
         while self.idle:
             self._retire(self.idle.popleft())
@@ -672,7 +683,7 @@ class Core:
         if self.burst_limit is not None and self.burst_limit < new_max:
             self.burst_limit = new_max
         if new_max < self.max_size:
-            self._place_on_return = True
+            self.place_on_return = True
         self.min_size, self.max_size = new_min, new_max
         while self.idle and self.size > new_max:
             self._retire(self.idle.popleft())
@@ -772,7 +783,7 @@ class Core:
         if rec.expires <= now:
             self._retire(rec)
             return None
-        return self._place(rec, now, touch=False)
+        return self.place(rec, now, touch=False)
 
     def _expire(self, rec: Record) -> None:
         """An idle record's lifetime ended: retire it, or replace it first if min_size needs it."""
@@ -849,21 +860,24 @@ class Core:
 
     def _recycle(self, rec: Record, now: float, discard: bool) -> Ticket | None:
         """A record no caller holds any more: retire it (rule 5) or make it available."""
-        if discard or rec.expires <= now or rec.uses >= self._uses_cap:
+        if discard or rec.expires <= now or rec.uses >= self.uses_cap:
             if discard:
                 self.discarded += 1
             self._retire(rec)
             return None
-        return self._place(rec, now)
+        return self.place(rec, now)
 
-    def _place(self, rec: Record, now: float, touch: bool = True) -> Ticket | None:
+    def place(self, rec: Record, now: float, touch: bool = True) -> Ticket | None:
         """Give an available record to the oldest waiter, else to idle (or close it if over size).
+
+        Drivers call it for a return that needs more than an append to idle
+        (``place_on_return``: a burst or a resize down, or idle timers).
 
         ``touch``: the record was used (a return), so its idle and keepalive
         timers restart; a keepalive ping does not count as use.
         """
         if self.waiting:
-            return self._hand_over(rec, now)
+            return self.hand_over(rec, now)
         if len(self.idle) + len(self.busy) >= self.max_size or (rec.replacing and self.size >= self.min_size):
             self._retire(rec)
             return None
@@ -875,8 +889,11 @@ class Core:
             self._schedule_idle(rec)
         return None
 
-    def _hand_over(self, rec: Record, now: float) -> Ticket:
-        """Give an available record to the oldest waiter (there is one); returns its ticket."""
+    def hand_over(self, rec: Record, now: float) -> Ticket:
+        """Give an available record to the oldest waiter (there is one); returns its ticket.
+
+        Also the release fast path's hand-off (see the module docstring).
+        """
         waiters = self.waiters
         while True:
             ticket = waiters.popleft()

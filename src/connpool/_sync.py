@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._core import FAILED, SERVED, Record
+from ._core import BUSY, FAILED, SERVED, Record
 from ._pool import UNSET, BasePool, default_close
 from .backends import SyncScheduler, detect_sync_backend, get_backend
 
@@ -243,20 +243,31 @@ class Pool(BasePool[C], Generic[C]):
         core = self._core
         lock = self._lock
         deadline = -1.0  # set when the first wait starts
+        rec: Record | None
         while True:
             lock.acquire()
             try:
                 started = self._now()
-                rec = core.checkout(started)
-                if rec is None:
-                    if deadline < 0:
-                        if timeout is UNSET:
-                            timeout = self._timeout
-                        deadline = math.inf if timeout is None else started + timeout
-                    if started >= deadline:
-                        core.timeouts += 1
-                        raise core.timeout_error(timeout or 0.0)
-                    ticket = core.enqueue(started, self._new_waker(), deadline, self._managed)
+                if core.plain_checkout and core.idle:
+                    # Core.checkout for a pool without time rules on idle records, inlined
+                    # (one frame less on every acquire); the fast-path equivalence test holds
+                    # it to Core.checkout.
+                    rec = core.take_idle()
+                    core.busy[rec.key] = rec
+                    rec.state = BUSY
+                    rec.uses += 1
+                    rec.checked_out = started
+                else:
+                    rec = core.checkout(started)
+                    if rec is None:
+                        if deadline < 0:
+                            if timeout is UNSET:
+                                timeout = self._timeout
+                            deadline = math.inf if timeout is None else started + timeout
+                        if started >= deadline:
+                            core.timeouts += 1
+                            raise core.timeout_error(timeout or 0.0)
+                        ticket = core.enqueue(started, self._new_waker(), deadline, self._managed)
             finally:
                 lock.release()
             if rec is None:
