@@ -133,19 +133,25 @@ class _AsyncioWaiter:
         if fut is not None and not fut.done():
             fut.set_result(True)
 
-    async def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None) -> Awaitable[bool]:
         """Wait until set (``True``) or until ``timeout`` seconds pass (``False``).
 
-        Returns at once, without yielding, when already set.
+        Returns at once, without yielding, when already set.  A wait with no
+        timeout is the future itself (no coroutine of its own on the way).
         """
+        if timeout is None and not self._woken:
+            fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._fut = fut
+            return fut
+        return self._wait(timeout)
+
+    async def _wait(self, timeout: float | None) -> bool:
         if self._woken:
             return True
-        if timeout is not None and timeout <= 0:
+        if timeout is None or timeout <= 0:  # (None: only when already woken, see wait)
             return False
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._fut = fut
-        if timeout is None:
-            return await fut
         handle = fut.get_loop().call_later(timeout, _resolve, fut, False)
         try:
             return await fut
