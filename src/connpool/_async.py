@@ -291,7 +291,8 @@ class AsyncPool(BasePool[C], Generic[C]):
         deadline = -1.0  # set when the first wait starts
         while True:
             started = self._now()
-            rec = core.checkout(started)
+            # (plain_checkout and no idle record: checkout() would find nothing)
+            rec = core.checkout(started) if core.idle or not core.plain_checkout else None
             if rec is None:
                 if deadline < 0:
                     if timeout is UNSET:

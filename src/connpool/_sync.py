@@ -258,7 +258,8 @@ class Pool(BasePool[C], Generic[C]):
                     rec.uses += 1
                     rec.checked_out = started
                 else:
-                    rec = core.checkout(started)
+                    # (plain_checkout and no idle record: checkout() would find nothing)
+                    rec = None if core.plain_checkout else core.checkout(started)
                     if rec is None:
                         if deadline < 0:
                             if timeout is UNSET:

@@ -118,11 +118,10 @@ class _AsyncioEvent:
 class _AsyncioWaiter:
     """A one-shot wake-up for one task: one future, ``loop.call_later`` only for a timeout."""
 
-    __slots__ = ("_fut", "_woken")
-
-    def __init__(self) -> None:
-        self._fut: asyncio.Future[bool] | None = None
-        self._woken = False
+    # Class-level defaults and no __init__: a waiter is made on every wait that blocks, and
+    # this way making one runs no Python frame.
+    _fut: asyncio.Future[bool] | None = None
+    _woken = False
 
     def set(self) -> None:
         """Wake the waiting task (or let its coming ``wait`` return at once)."""

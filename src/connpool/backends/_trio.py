@@ -121,11 +121,10 @@ class _TrioWaiter:
     the task, so a later ``set()`` does nothing.
     """
 
-    __slots__ = ("_task", "_woken")
-
-    def __init__(self) -> None:
-        self._task: trio.lowlevel.Task | None = None
-        self._woken = False
+    # Class-level defaults and no __init__: a waiter is made on every wait that blocks, and
+    # this way making one runs no Python frame.
+    _task: trio.lowlevel.Task | None = None
+    _woken = False
 
     def set(self) -> None:
         """Wake the waiting task (or let its coming ``wait`` return at once); a plain call."""
