@@ -309,7 +309,7 @@ class BasePool(Generic[C]):
             if discard or self._hooks.reset is None:
                 now = self._now()
                 busy = core.busy
-                rec = busy.pop(id(conn), None)  # (a record holds its connection: no id reuse)
+                rec = busy.get(id(conn))  # (a record holds its connection: no id reuse)
                 if (
                     rec is None
                     or discard
@@ -320,12 +320,11 @@ class BasePool(Generic[C]):
                 ):
                     # Core.checkin's general path: a refusal, a connection to close or a leak
                     # to report. (One close() retired by force comes back to nothing.)
-                    if rec is not None:
-                        busy[rec.key] = rec
                     ticket = core.checkin(conn, now, discard)
                 else:
                     # The common return, inlined (one frame less on every release); the
                     # fast-path equivalence test holds it to Core.checkin.
+                    del busy[rec.key]
                     core.use_times.append(now - rec.checked_out)
                     if core.waiting:
                         ticket = core.hand_over(rec, now)

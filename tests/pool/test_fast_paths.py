@@ -24,7 +24,7 @@ from collections import deque
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
@@ -310,7 +310,13 @@ class TwinCores(RuleBasedStateMachine):
 
 
 TestTwinCores = TwinCores.TestCase
-TestTwinCores.settings = settings(max_examples=400, stateful_step_count=40, deadline=None)
+# (no "explain" phase: its tracing makes a failure's report take minutes under gevent)
+TestTwinCores.settings = settings(
+    max_examples=400,
+    stateful_step_count=40,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+)
 
 
 # Every way a return leaves the fast path, played step by step (the random machine above
@@ -348,6 +354,17 @@ _SCENARIOS: dict[str, tuple[dict[str, Any], list[tuple[str, Any]]]] = {
     "resetting": (
         {},
         [("acquire", None), ("release_with_reset", None), ("refuse_resetting", None), ("reset_done", True)],
+    ),
+    # a refused release must leave the pool as it was, down to the order close() retires in
+    "refused_then_forced": (
+        {"min_size": 2, "max_size": 2},
+        [
+            ("acquire", None),
+            ("acquire", None),
+            ("release_with_reset", None),
+            ("refuse_resetting", None),
+            ("shut", "force_close"),
+        ],
     ),
 }
 
