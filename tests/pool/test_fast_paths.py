@@ -31,15 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from connpool import Pool, PoolClosed, PoolTimeout, TooManyWaiters
 from connpool._core import SERVED, Core, Record, Samples, Ticket
 
-
-class Conn:
-    _ids = itertools.count()
-
-    def __init__(self) -> None:
-        self.id = next(self._ids)
-
-    def __repr__(self) -> str:
-        return f"Conn{self.id}"
+from .helpers import FakeConn
 
 
 class Waker:
@@ -128,7 +120,7 @@ class TwinCores(RuleBasedStateMachine):
         self.plain = Core(**settings_, rng=lambda: 0.5)
         # The pool is never opened: its core and clock are the machine's, its lock a real one,
         # and the work a change would start in the background is the machine's drive().
-        pool: Pool[Conn] = Pool(Conn, backend="threading", **settings_)
+        pool: Pool[FakeConn] = Pool(FakeConn, backend="threading", **settings_)
         fast = pool._core = Core(**settings_, rng=lambda: 0.5)
         pool._opened = True
         pool._now = lambda: self.now
@@ -137,12 +129,12 @@ class TwinCores(RuleBasedStateMachine):
         self.pool = pool
         self.fast = fast
         self.cores = (self.plain, fast)
-        self.held: list[Conn] = []  # checked out by callers, the same in both cores
-        self.resetting: list[Conn] = []  # released to a pool with a reset hook, hook running
+        self.held: list[FakeConn] = []  # checked out by callers, the same in both cores
+        self.resetting: list[FakeConn] = []  # released to a pool with a reset hook, hook running
         self.tickets: tuple[list[Ticket], list[Ticket]] = ([], [])
         self.woken: tuple[list[int], list[int]] = ([], [])  # ticket numbers, in wake-up order
         self.seen_served: set[int] = set()
-        self.pings: list[Conn] = []
+        self.pings: list[FakeConn] = []
         self.pending = 0
         self.numbers = itertools.count()
         self.drive()
@@ -193,7 +185,7 @@ class TwinCores(RuleBasedStateMachine):
     @rule()
     def connect_done(self):
         self.pending -= 1
-        conn = Conn()
+        conn = FakeConn()
         woke = [core.connect_done(conn, self.now) for core in self.cores]
         assert (woke[0] is None) == (woke[1] is None)
         self.drive()
@@ -202,7 +194,7 @@ class TwinCores(RuleBasedStateMachine):
     def acquire(self):
         """``Pool.acquire(timeout=0)`` against what it did before its fast path was inlined."""
 
-        def plain() -> Conn:
+        def plain() -> FakeConn:
             rec = self.plain.checkout(self.now)
             if rec is None:
                 self.plain.timeouts += 1
@@ -272,7 +264,7 @@ class TwinCores(RuleBasedStateMachine):
     def release_refused(self, data):
         """A foreign object, or one not checked out (idle, being reset): refused by both."""
         idle = [rec.conn for rec in self.plain.idle]
-        conn = data.draw(st.sampled_from([Conn(), *idle, *self.resetting]))
+        conn = data.draw(st.sampled_from([FakeConn(), *idle, *self.resetting]))
         got = self.both(lambda: self.plain.checkin(conn, self.now), lambda: self.pool.release(conn))
         assert got is None, "an object not checked out was taken back"
         self.drive()
