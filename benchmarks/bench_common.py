@@ -420,10 +420,15 @@ def failed(
 
 def keep_best(tries: list[dict[str, Any]]) -> dict[str, Any]:
     """Of the rounds of one measurement, the one with the highest ops/s (the least disturbed
-    by the rest of the machine); a failure only when every round failed."""
+    by the rest of the machine); a failure only when every round failed.
+
+    The record also keeps every round's ops/s in order (``round_ops``, ``None`` for a failed
+    round), so that the report can pair each round of two pools, measured moments apart.
+    """
     good = [r for r in tries if not r["error"]]
-    best = max(good, key=lambda r: r["ops_per_s"]) if good else tries[-1]
+    best = dict(max(good, key=lambda r: r["ops_per_s"]) if good else tries[-1])
     best["rounds"] = len(tries)
+    best["round_ops"] = [None if r["error"] else r["ops_per_s"] for r in tries]
     return best
 
 

@@ -42,7 +42,10 @@ connpool ran, a second table gives each of its figures as a ratio to every other
 
 Measurements of one line-up run one after the other, not at the same time, so a machine
 busy with something else skews the ratios: the header prints the load average around each
-runtime, and ``--repeat N`` runs N interleaved rounds and keeps each pool's best.
+runtime, and ``--repeat N`` runs N interleaved rounds and keeps each pool's best. With two
+rounds or more, connpool's ratio table also pairs the rounds (connpool's round ``i`` over
+the other pool's round ``i``, measured moments apart) and prints the median of those ratios
+and their range: on a noisy machine a steadier estimate of the ratio than best over best.
 
 The floor is not an upper bound on ``io``: there every worker keeps a connection busy (200
 in flight instead of 10), which can cost the event loop or the echo server more than the
@@ -60,6 +63,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,6 +152,23 @@ def _best(
     return max(candidates, key=lambda r: r["ops_per_s"], default=None)
 
 
+def paired_ratios(subject: dict[str, Any], other: dict[str, Any]) -> list[float]:
+    """``subject``'s ops/s over ``other``'s, round by round, for the rounds both completed.
+
+    Round ``i`` of every pool of a line-up runs before round ``i + 1`` of any, so the two
+    figures of a pair were measured moments apart: a pair shares the state of the machine
+    at that moment that two best-of-N figures, possibly from different rounds, do not.
+    """
+    return [a / b for a, b in zip(subject.get("round_ops") or [], other.get("round_ops") or []) if a and b]
+
+
+def _spread(ratios: list[float]) -> str:
+    """``median (min-max)`` of per-round ratios; ``-`` with fewer than two rounds."""
+    if len(ratios) < 2:
+        return "-"
+    return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def _one(rows: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
     return next((r for r in rows if r["kind"] == kind and r["ops_per_s"]), None)
 
@@ -189,7 +210,10 @@ def format_table(runtime: str, workers: int | None, workload: str, rows: list[di
         lines.append(
             "  connpool relative to each (ops/s: >1 = connpool faster; waits: <1 = connpool waits less)"
         )
-        lines.append(f"  {'vs':<{width - 2}}{'ops/s':>9}{'p50':>9}{'p99':>9}{'max':>9}{'fair':>9}")
+        lines.append(
+            f"  {'vs':<{width - 2}}{'ops/s':>9}{'p50':>9}{'p99':>9}{'max':>9}{'fair':>9}"
+            f"  {'ops/s per round: median (range)'}"
+        )
         for row in rows:
             if row is subject or row["error"]:
                 continue
@@ -202,6 +226,7 @@ def format_table(runtime: str, workers: int | None, workload: str, rows: list[di
                 f"  {row['pool']:<{width - 2}}{_ratio(subject['ops_per_s'], row['ops_per_s']):>9}"
                 + "".join(f"{w:>9}" for w in waits)
                 + f"{_ratio(subject['fairness'], row['fairness']):>9}"
+                + f"  {_spread(paired_ratios(subject, row))}"
             )
     return lines
 
