@@ -143,11 +143,10 @@ class _EventletWaiter:
     still waits here, so a late one is a no-op.
     """
 
-    __slots__ = ("_fired", "_greenlet")
-
-    def __init__(self) -> None:
-        self._greenlet: Any = None
-        self._fired = False
+    # Class-level defaults and no __init__: a waiter is made on every wait that blocks, and
+    # this way making one runs no Python frame.
+    _greenlet: Any = None
+    _fired = False
 
     def set(self) -> None:
         """Wake the waiting green thread (or let its coming ``wait`` return at once)."""

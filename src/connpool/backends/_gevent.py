@@ -76,11 +76,10 @@ class _GeventWaiter:
     timeout racing) only stores a value in the spent ``Waiter``.
     """
 
-    __slots__ = ("_waiter", "_woken")
-
-    def __init__(self) -> None:
-        self._waiter: Waiter[Any] | None = None
-        self._woken = False
+    # Class-level defaults and no __init__: a waiter is made on every wait that blocks, and
+    # this way making one runs no Python frame.
+    _waiter: Waiter[Any] | None = None
+    _woken = False
 
     def set(self) -> None:
         """Wake the waiting greenlet (or let its coming ``wait`` return at once)."""
