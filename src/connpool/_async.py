@@ -182,12 +182,10 @@ class AsyncPool(BasePool[C], Generic[C]):
 
     async def wait(self, timeout: float | None = UNSET) -> None:
         """Wait until ``min_size`` connections are open, or raise ``PoolTimeout``."""
-        if timeout is UNSET:
-            timeout = self._timeout
         if not self._opened:
             await self.open()
         core = self._core
-        deadline = math.inf if timeout is None else self._now() + timeout
+        timeout, deadline = self._deadline(timeout, self._now())
         while True:
             self._check_open()
             if core.size >= core.min_size:
@@ -295,9 +293,7 @@ class AsyncPool(BasePool[C], Generic[C]):
             rec = core.checkout(started) if core.idle or not core.plain_checkout else None
             if rec is None:
                 if deadline < 0:
-                    if timeout is UNSET:
-                        timeout = self._timeout
-                    deadline = math.inf if timeout is None else started + timeout
+                    timeout, deadline = self._deadline(timeout, started)
                 if started >= deadline:
                     core.timeouts += 1
                     if self._checkpoint:

@@ -452,6 +452,13 @@ class BasePool(Generic[C]):
         self._opened = False
         self._finished = False
 
+    def _deadline(self, timeout: Any, now: float) -> tuple[float | None, float]:
+        """``timeout`` as given to ``acquire`` or ``wait`` (``UNSET``: the pool's), and the
+        deadline it sets from ``now`` (``math.inf`` for ``None``: no limit)."""
+        if timeout is UNSET:
+            timeout = self._timeout
+        return timeout, math.inf if timeout is None else now + timeout
+
     def _wake(self, ticket: Ticket | None) -> None:
         if ticket is not None:
             ticket.waker.set()

@@ -151,23 +151,21 @@ class Pool(BasePool[C], Generic[C]):
 
     def wait(self, timeout: float | None = UNSET) -> None:
         """Block until ``min_size`` connections are open, or raise ``PoolTimeout``."""
-        if timeout is UNSET:
-            timeout = self._timeout
         if not self._opened:
             self.open()
         core = self._core
-        deadline = None if timeout is None else self._now() + timeout
+        timeout, deadline = self._deadline(timeout, self._now())
         while True:
             with self._lock:
                 self._check_open()
                 if core.size >= core.min_size:
                     return
                 self._changed.clear()
-            remaining = None if deadline is None else deadline - self._now()
-            if remaining is not None and remaining <= 0:
+            remaining = deadline - self._now()
+            if remaining <= 0:
                 with self._lock:
                     raise core.timeout_error(timeout or 0.0)
-            self._changed.wait(remaining)
+            self._changed.wait(None if remaining == math.inf else remaining)
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool.
@@ -262,9 +260,7 @@ class Pool(BasePool[C], Generic[C]):
                     rec = None if core.plain_checkout else core.checkout(started)
                     if rec is None:
                         if deadline < 0:
-                            if timeout is UNSET:
-                                timeout = self._timeout
-                            deadline = math.inf if timeout is None else started + timeout
+                            timeout, deadline = self._deadline(timeout, started)
                         if started >= deadline:
                             core.timeouts += 1
                             raise core.timeout_error(timeout or 0.0)
