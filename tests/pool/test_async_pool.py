@@ -208,9 +208,11 @@ async def test_interrupted_while_hand_off_in_flight(asched, factory):
 
 async def test_cancellation_inside_connection_discards(asched, factory):
     async with make_pool(asched, factory) as pool:
-        with anyio.move_on_after(0.01):
+        with anyio.CancelScope() as scope:
             async with pool.connection() as conn:
+                scope.cancel()  # cancelled inside the block, once the connection is held
                 await anyio.sleep(5)
+        assert scope.cancelled_caught
         await await_until(asched, lambda: conn.closed)
         assert pool.stats().discarded == 1
 

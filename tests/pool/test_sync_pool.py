@@ -304,7 +304,7 @@ def test_green_timeout_inside_connection_discards(sched, factory):
         timeout_cls = eventlet.Timeout
     with make_pool(sched, factory) as pool:
         with pytest.raises(timeout_cls):
-            with timeout_cls(0.01), pool.connection() as conn:
+            with pool.connection() as conn, timeout_cls(0.01):  # armed once the connection is held
                 sched.sleep(1)
         wait_until(sched, lambda: conn.closed)
         assert pool.stats().in_use == 0
