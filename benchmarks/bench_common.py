@@ -442,8 +442,10 @@ def progress(record: dict[str, Any]) -> None:
         log(f"  {record['workload']:<12} {record['pool']:<34} {record['error']}")
     else:
         extra = ""
-        if record["wait_p99_us"] is not None:
-            extra = f"  p99 {record['wait_p99_us']:.0f} us  fairness {record['fairness']:.3f}"
+        p99, fairness = record["wait_p99_us"], record["fairness"]
+        if p99 is not None or fairness is not None:  # either can be missing (no wait, no full cycle)
+            extra = "  p99 " + ("-" if p99 is None else f"{p99:.0f} us")
+            extra += "  fairness " + ("-" if fairness is None else f"{fairness:.3f}")
         if record["teardown_error"]:
             extra += f"  (close failed: {record['teardown_error']})"
         log(f"  {record['workload']:<12} {record['pool']:<34} {record['ops_per_s']:>12,.0f} ops/s{extra}")

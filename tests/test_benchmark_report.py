@@ -104,3 +104,25 @@ def test_one_round_gives_no_spread(run: ModuleType) -> None:
     )
     assert floor.split()[-1] == "-"
     assert "0.50x" in floor  # the best-of ratio is still there
+
+
+@pytest.mark.parametrize(
+    ("p99", "fairness", "shown"),
+    [
+        (120.4, 0.987, "p99 120 us  fairness 0.987"),
+        (120.4, None, "p99 120 us  fairness -"),  # waits, but no worker finished a cycle
+        (None, 1.0, "p99 -  fairness 1.000"),
+    ],
+)
+def test_progress_line_shows_a_missing_figure_as_a_dash(
+    common: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    p99: float | None,
+    fairness: float | None,
+    shown: str,
+) -> None:
+    record = {**_row("connpool Pool(gevent)", "subject", [1234.0]), "workload": "io", "error": None}
+    record.update(ops_per_s=1234.0, wait_p99_us=p99, fairness=fairness, teardown_error=None)
+    common.progress(record)
+    line = capsys.readouterr().err.strip()
+    assert line.endswith(f"1,234 ops/s  {shown}"), line
