@@ -251,7 +251,7 @@ def test_interrupted_while_hand_off_in_flight(sched, factory):
 def test_interrupted_waiter_without_hand_off(sched, factory):
     armed = ArmedScheduler(sched)
     with Pool(factory, backend=armed, max_size=1, timeout=0.05) as pool:
-        held = pool.acquire()
+        held = pool.acquire(timeout=5)  # the first connect: not bound by the short default
         armed.armed = True
         with pytest.raises(Interrupt):
             pool.acquire()
